@@ -1,0 +1,191 @@
+"""The hub's configuration: one YAML file, validated once at load by pydantic (extra="forbid").
+
+Errors name the path of the offending key and say how to fix it. Secrets never live in the
+file: `password_env` names an environment variable that holds the broker password.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hub.errors import ConfigError, TopicError
+from hub.mqtt import BrokerUrl
+from hub.sparkplug.topic import validate_id
+
+
+def _sparkplug_id(kind: str, value: str) -> str:
+    try:
+        return validate_id(kind, value)
+    except TopicError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConfig(Strict):
+    """Where the MQTT broker is and how to log in."""
+
+    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port")
+    username: str | None = None
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    client_id: str | None = Field(None, description="MQTT client id; defaults to plantbus-<host_id>")
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, value: str) -> str:
+        try:
+            BrokerUrl.parse(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def resolve(self) -> BrokerUrl:
+        """The broker address with the password read from the environment."""
+        parsed = BrokerUrl.parse(self.url)
+        password = parsed.password
+        if self.password_env:
+            password = os.environ.get(self.password_env)
+            if password is None:
+                raise ConfigError(
+                    f"broker.password_env: environment variable {self.password_env} is not set; "
+                    "export it or remove password_env"
+                )
+        return BrokerUrl(parsed.host, parsed.port, self.username or parsed.username, password, parsed.tls)
+
+
+class HostConfig(Strict):
+    """The Sparkplug primary host application."""
+
+    host_id: str = Field("plantbus", description="Sparkplug host id published in spBv1.0/STATE/<host_id>")
+    groups: list[str] = Field(default_factory=list, description="groups to host; empty means every group")
+    reorder_timeout_ms: int = Field(2000, ge=0, le=60_000, description="how long to wait for a missing seq")
+    rebirth_debounce_ms: int = Field(5000, ge=0, le=600_000, description="minimum time between rebirth requests to one node")
+    accept_legacy_state: bool = Field(False, description="also publish Sparkplug 2.2 STATE/<host_id> for old edge nodes")
+    diagnostics_interval_s: float = Field(5.0, gt=0, description="how often the host publishes its own diagnostics")
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id_valid(cls, value: str) -> str:
+        return _sparkplug_id("host id", value)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_valid(cls, value: list[str]) -> list[str]:
+        return [_sparkplug_id("group id", g) for g in value]
+
+
+class UnsMapping(Strict):
+    """Maps Sparkplug addresses onto an ISA-95 path. Patterns are shell globs; the first match wins.
+
+    `path` is a template with {group}, {edge_node} and {device}; the metric name is appended
+    (its `/` levels kept). A node metric has no device: `{device}` and the slash before it vanish.
+    """
+
+    group: str = "*"
+    edge_node: str = "*"
+    device: str = "*"
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _path_template(cls, value: str) -> str:
+        from hub.uns_paths import check_template
+
+        check_template(value)
+        return value
+
+
+class UnsConfig(Strict):
+    """The plain-JSON unified-namespace mirror."""
+
+    enabled: bool = True
+    prefix: str = Field("uns", description="root of the default mapping uns/<group>/<edge_node>/<device>/<metric>")
+    mappings: list[UnsMapping] = Field(default_factory=list)
+    retain: bool = True
+    qos: int = Field(0, ge=0, le=1)
+    status_topic: str = Field("plantbus/status", description="where the hub publishes its diagnostics as JSON")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_valid(cls, value: str) -> str:
+        from hub.uns_paths import check_template
+
+        check_template(value)
+        return value
+
+
+class PlantbusConfig(Strict):
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    host: HostConfig = Field(default_factory=HostConfig)
+    uns: UnsConfig = Field(default_factory=UnsConfig)
+    state_dir: Path = Field(Path("var"), description="where the hub keeps state (bdSeq, outboxes)")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _explain(error: dict[str, Any]) -> str:
+    where = _format_location(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key; remove it or check its spelling"
+    if kind == "missing":
+        return f"{where}: required; add it"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    got = error.get("input")
+    suffix = f" (got {got!r})" if not isinstance(got, (dict, list)) and got is not None else ""
+    return f"{where}: {message}{suffix}"
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "configuration") -> PlantbusConfig:
+    """Validate a mapping; raise ConfigError listing every problem with its path."""
+    try:
+        return PlantbusConfig.model_validate(data or {})
+    except ValidationError as exc:
+        lines = [_explain(e) for e in exc.errors()]
+        raise ConfigError(f"{source} is not valid:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path | None) -> PlantbusConfig:
+    """Read and validate a YAML file; with no path, the defaults."""
+    if path is None:
+        return PlantbusConfig()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (broker, host, uns, ...)")
+    return parse_config(data, str(path))
