@@ -1,0 +1,172 @@
+"""The `plantbus` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from hub.config import PlantbusConfig, load_config
+from hub.errors import PlantbusError
+from hub.mqtt import BrokerUrl
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _until_signalled(coro) -> None:  # type: ignore[no-untyped-def]
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await coro
+
+
+def _run_async(coro) -> None:  # type: ignore[no-untyped-def]
+    """Run until done or Ctrl-C / SIGTERM, letting the coroutine's cleanup (NDEATH, STATE offline) run."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_until_signalled(coro))
+
+
+def _fail(exc: PlantbusError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="plantbus")
+def main() -> None:
+    """Plantbus: the unified namespace of a food factory."""
+
+
+@main.command()
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="YAML configuration")
+@click.option("--broker", help="mqtt://user:pass@host:port; overrides broker.url of the file")
+def run(config_file: Path | None, broker: str | None) -> None:
+    """Run the hub: Sparkplug primary host and unified-namespace mirror."""
+    try:
+        config = load_config(config_file)
+        if broker:
+            BrokerUrl.parse(broker)
+        _setup_logging(config.log_level)
+        from hub.app import Hub
+
+        hub = Hub(config, broker_override=broker)
+    except PlantbusError as exc:
+        _fail(exc)
+        return
+    _run_async(hub.run())
+
+
+@main.group()
+def config() -> None:
+    """Check or print configuration files."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def config_check(file: Path) -> None:
+    """Validate FILE; print every problem with its path, exit 2 if there is one."""
+    try:
+        cfg = load_config(file)
+        cfg.broker.resolve()
+    except PlantbusError as exc:
+        _fail(exc)
+        return
+    click.echo(f"{file}: OK (host {cfg.host.host_id}, broker {cfg.broker.url}, {len(cfg.uns.mappings)} UNS mappings)")
+
+
+@config.command("defaults")
+def config_defaults() -> None:
+    """Print the full default configuration as YAML, a starting point for a plant's file."""
+    data = PlantbusConfig().model_dump(mode="json")
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@main.group()
+def sparkplug() -> None:
+    """Sparkplug B tools for engineers."""
+
+
+@sparkplug.command()
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
+@click.option("--topic", default="spBv1.0/#", show_default=True, help="MQTT filter to listen to")
+@click.option("--count", type=int, default=None, help="stop after this many messages")
+def sniff(broker: str, topic: str, count: int | None) -> None:
+    """Print decoded Sparkplug traffic as JSON lines."""
+    from hub.sniff import sniff as do_sniff
+
+    try:
+        url = BrokerUrl.parse(broker)
+    except PlantbusError as exc:
+        _fail(exc)
+        return
+    _run_async(do_sniff(url, topic, count))
+
+
+@sparkplug.command()
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
+@click.option("--group", default="sim", show_default=True, help="Sparkplug group id")
+@click.option("--nodes", default=1, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--devices", default=2, show_default=True, type=click.IntRange(0, 10_000))
+@click.option("--metrics", default=10, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--rate", default=1.0, show_default=True, type=click.FloatRange(0.001, 10_000), help="DDATA per device per second")
+@click.option("--duration", type=float, default=None, help="stop after this many seconds")
+@click.option("--host-id", default=None, help="wait for this primary host's STATE before publishing")
+@click.option("--state-dir", default="var", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, type=int)
+def simulate(
+    broker: str,
+    group: str,
+    nodes: int,
+    devices: int,
+    metrics: int,
+    rate: float,
+    duration: float | None,
+    host_id: str | None,
+    state_dir: Path,
+    seed: int,
+) -> None:
+    """Simulated edge nodes with changing values: NODES x DEVICES x METRICS x RATE updates/s."""
+    from hub.simulate import simulate as do_simulate
+
+    try:
+        url = BrokerUrl.parse(broker)
+    except PlantbusError as exc:
+        _fail(exc)
+        return
+    _setup_logging("INFO")
+    click.echo(
+        f"simulating {nodes} node(s) x {devices} device(s) x {metrics} metric(s) at {rate} Hz "
+        f"= {nodes * max(devices, 1) * metrics * rate:,.0f} metric updates/s on {url}",
+        err=True,
+    )
+    _run_async(
+        do_simulate(
+            url,
+            group,
+            nodes,
+            devices,
+            metrics,
+            rate,
+            state_dir=state_dir,
+            duration_s=duration,
+            primary_host_id=host_id,
+            seed=seed,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
