@@ -96,7 +96,10 @@ class LocalMosquitto:
     def start(self, timeout: float = 10.0) -> LocalMosquitto:
         conf = self._write_conf()
         log = open(self.workdir / "mosquitto.log", "ab")
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
+        # Own session: a Ctrl-C meant for the demo must not kill the broker before the others said goodbye.
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

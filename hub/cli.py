@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import signal
 import sys
@@ -126,6 +128,7 @@ def sniff(broker: str, topic: str, count: int | None) -> None:
 @click.option("--host-id", default=None, help="wait for this primary host's STATE before publishing")
 @click.option("--state-dir", default="var", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="print the final statistics as one JSON line on stdout")
 def simulate(
     broker: str,
     group: str,
@@ -137,6 +140,7 @@ def simulate(
     host_id: str | None,
     state_dir: Path,
     seed: int,
+    as_json: bool,
 ) -> None:
     """Simulated edge nodes with changing values: NODES x DEVICES x METRICS x RATE updates/s."""
     from hub.simulate import simulate as do_simulate
@@ -152,8 +156,8 @@ def simulate(
         f"= {nodes * max(devices, 1) * metrics * rate:,.0f} metric updates/s on {url}",
         err=True,
     )
-    _run_async(
-        do_simulate(
+    async def _simulate_and_report() -> None:
+        stats = await do_simulate(
             url,
             group,
             nodes,
@@ -165,7 +169,13 @@ def simulate(
             primary_host_id=host_id,
             seed=seed,
         )
-    )
+        click.echo(stats.summary(), err=True)
+        if as_json:
+            record = dataclasses.asdict(stats)
+            record["achieved_rate"] = stats.achieved_rate
+            click.echo(json.dumps(record))
+
+    _run_async(_simulate_and_report())
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hub.errors import ConfigError, TopicError
 from hub.mqtt import BrokerUrl
@@ -23,6 +23,13 @@ def _sparkplug_id(kind: str, value: str) -> str:
         return validate_id(kind, value)
     except TopicError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _group_id(value: str) -> str:
+    return _sparkplug_id("group id", value)
+
+
+GroupId = Annotated[str, AfterValidator(_group_id)]
 
 
 class Strict(BaseModel):
@@ -64,7 +71,8 @@ class HostConfig(Strict):
     """The Sparkplug primary host application."""
 
     host_id: str = Field("plantbus", description="Sparkplug host id published in spBv1.0/STATE/<host_id>")
-    groups: list[str] = Field(default_factory=list, description="groups to host; empty means every group")
+    # validated per item, so an error names its index (host.groups[2])
+    groups: list[GroupId] = Field(default_factory=list, description="groups to host; empty means every group")
     reorder_timeout_ms: int = Field(2000, ge=0, le=60_000, description="how long to wait for a missing seq")
     rebirth_debounce_ms: int = Field(5000, ge=0, le=600_000, description="minimum time between rebirth requests to one node")
     accept_legacy_state: bool = Field(False, description="also publish Sparkplug 2.2 STATE/<host_id> for old edge nodes")
@@ -74,11 +82,6 @@ class HostConfig(Strict):
     @classmethod
     def _host_id_valid(cls, value: str) -> str:
         return _sparkplug_id("host id", value)
-
-    @field_validator("groups")
-    @classmethod
-    def _groups_valid(cls, value: list[str]) -> list[str]:
-        return [_sparkplug_id("group id", g) for g in value]
 
 
 class UnsMapping(Strict):
@@ -180,12 +183,21 @@ def load_config(path: str | Path | None) -> PlantbusConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        # The problem mark of an unclosed bracket or quote is the end of the file; the context
+        # mark is where the unclosed thing started, which is what the operator has to fix.
+        context = getattr(exc, "context", None)
+        start = getattr(exc, "context_mark", None)
+        hint = f" ({context} at line {start.line + 1}, column {start.column + 1})" if context and start else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}{hint}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (broker, host, uns, ...)")
     return parse_config(data, str(path))

@@ -237,8 +237,8 @@ class Payload:
 def _check_int(datatype: DataType, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if datatype is DataType.DateTime and isinstance(value, _dt.datetime):
-            return _datetime_ms(value)
-        if isinstance(value, float) and value.is_integer():
+            value = _datetime_ms(value)
+        elif isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
             raise PayloadError(f"{datatype.name} needs an integer, got {type(value).__name__} {value!r}")
@@ -249,10 +249,15 @@ def _check_int(datatype: DataType, value: Any) -> int:
     return value
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_FLOAT32 = struct.Struct("<f")
+
+
 def _datetime_ms(value: _dt.datetime) -> int:
     if value.tzinfo is None:
         raise PayloadError("a DateTime value needs a timezone (use UTC)")
-    return int(value.timestamp() * 1000)
+    # Integer arithmetic: `timestamp() * 1000` is a float and is off by one ms for ~0.6% of instants.
+    return (value - _EPOCH) // _dt.timedelta(milliseconds=1)
 
 
 def coerce(datatype: DataType, value: Any) -> Any:
@@ -267,7 +272,14 @@ def coerce(datatype: DataType, value: Any) -> Any:
     if datatype in FLOAT_TYPES:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise PayloadError(f"{datatype.name} needs a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        value = float(value)
+        if datatype is DataType.Float:
+            # protobuf would silently turn a finite value beyond float32 into infinity.
+            try:
+                _FLOAT32.pack(value)
+            except OverflowError:
+                raise PayloadError(f"{value} is out of range for Float (32-bit); use Double") from None
+        return value
     if datatype is DataType.Boolean:
         if not isinstance(value, bool):
             raise PayloadError(f"Boolean needs true or false, got {type(value).__name__} {value!r}")
@@ -290,7 +302,10 @@ def coerce(datatype: DataType, value: Any) -> Any:
         for item in value:
             if item is None:
                 raise PayloadError(f"{datatype.name} cannot hold null elements")
-            items.append(coerce(element, item))
+            item = coerce(element, item)
+            if datatype is DataType.StringArray and "\x00" in item:
+                raise PayloadError("a StringArray element cannot contain NUL (it terminates each string)")
+            items.append(item)
         return items
     if datatype is DataType.DataSet:
         if not isinstance(value, DataSet):
@@ -317,10 +332,24 @@ def _to_twos(value: int, bits: int) -> int:
 
 def _from_unsigned(raw: int, datatype: DataType) -> int:
     bits, signed = INT_RANGES[datatype]
-    raw &= (1 << bits) - 1
-    if signed and raw >= 1 << (bits - 1):
-        raw -= 1 << bits
-    return raw
+    value = raw & ((1 << bits) - 1)
+    if signed and value >= 1 << (bits - 1):
+        value -= 1 << bits
+    if raw == value:
+        return value
+    # A negative value may arrive as a pattern of its own width (Int8 -1 as 255), of the
+    # 32-bit field (4294967295) or of a 64-bit one; anything else does not fit the datatype,
+    # and masking it would hand on a wrong number without a word.
+    if value < 0 and raw in (value + (1 << bits), value + (1 << 32), value + (1 << 64)):
+        return value
+    raise PayloadError(f"{raw} does not fit {datatype.name}")
+
+
+def _text(value: Any, what: str) -> str:
+    # upb returns bytes instead of str for a proto2 string field that is not valid UTF-8.
+    if isinstance(value, bytes):
+        raise PayloadError(f"{what} is not valid UTF-8: {value[:40]!r}")
+    return value
 
 
 def _set_scalar(msg: Any, datatype: DataType, value: Any) -> None:
@@ -408,8 +437,15 @@ def decode_array(datatype: DataType, data: bytes) -> list[Any]:
 # ---------------------------------------------------------------------------- compound values
 
 
+_QUALITY_CODES = frozenset({0, 192, 500})
+
+
 def _encode_properties(target: Any, props: dict[str, PropertyValue]) -> None:
     for key, prop in props.items():
+        if not isinstance(prop, PropertyValue):
+            raise PayloadError(f"property {key!r} must be a PropertyValue, got {type(prop).__name__}")
+        if key == "Quality" and (DataType.parse(prop.type) is not DataType.Int32 or prop.value not in _QUALITY_CODES):
+            raise PayloadError(f"property Quality must be an Int32 of 0, 192 or 500, got {prop.type!r} {prop.value!r}")
         target.keys.append(key)
         _encode_property_value(target.values.add(), prop)
 
@@ -431,7 +467,7 @@ def _encode_property_value(msg: Any, prop: PropertyValue) -> None:
 def _decode_properties(msg: Any) -> dict[str, PropertyValue]:
     if len(msg.keys) != len(msg.values):
         raise PayloadError(f"PropertySet has {len(msg.keys)} keys but {len(msg.values)} values")
-    return {key: _decode_property_value(value) for key, value in zip(msg.keys, msg.values)}
+    return {_text(key, "a property key"): _decode_property_value(value) for key, value in zip(msg.keys, msg.values)}
 
 
 def _decode_property_value(msg: Any) -> PropertyValue:
@@ -464,7 +500,7 @@ def _decode_dataset(msg: Any) -> DataSet:
     types = [DataType.parse(t) for t in msg.types]
     if msg.HasField("num_of_columns") and msg.num_of_columns != len(msg.columns):
         raise PayloadError(f"DataSet says {msg.num_of_columns} columns but names {len(msg.columns)}")
-    ds = DataSet(list(msg.columns), types)
+    ds = DataSet([_text(c, "a DataSet column name") for c in msg.columns], types)
     for r, row in enumerate(msg.rows):
         if len(row.elements) != len(types):
             raise PayloadError(f"DataSet row {r} has {len(row.elements)} cells for {len(types)} columns")
@@ -473,6 +509,10 @@ def _decode_dataset(msg: Any) -> DataSet:
 
 
 def _encode_template(msg: Any, tpl: Template) -> None:
+    if tpl.is_definition and tpl.template_ref is not None:
+        raise PayloadError("a Template definition must not carry template_ref; only instances name their definition")
+    if not tpl.is_definition and not tpl.template_ref:
+        raise PayloadError("a Template instance needs template_ref: the name of its definition")
     if tpl.version is not None:
         msg.version = tpl.version
     if tpl.template_ref is not None:
@@ -493,12 +533,12 @@ def _decode_template(msg: Any) -> Template:
     params = []
     for p in msg.parameters:
         ptype = DataType.parse(p.type)
-        params.append(TemplateParameter(p.name, ptype, _get_scalar(p, ptype)))
+        params.append(TemplateParameter(_text(p.name, "a Template parameter name"), ptype, _get_scalar(p, ptype)))
     return Template(
         metrics=[decode_metric(m) for m in msg.metrics],
         parameters=params,
-        version=msg.version if msg.HasField("version") else None,
-        template_ref=msg.template_ref if msg.HasField("template_ref") else None,
+        version=_text(msg.version, "a Template version") if msg.HasField("version") else None,
+        template_ref=_text(msg.template_ref, "a template_ref") if msg.HasField("template_ref") else None,
         is_definition=msg.is_definition,
     )
 
@@ -507,8 +547,8 @@ def _decode_template(msg: Any) -> Template:
 
 
 def encode_metric(msg: Any, metric: Metric) -> None:
-    """Fill a protobuf Metric from a Metric dataclass."""
-    datatype = metric.datatype
+    """Fill a protobuf Metric from a Metric dataclass; raises PayloadError when the value does not fit."""
+    datatype = DataType.parse(metric.datatype)
     if metric.name is not None:
         msg.name = metric.name
     if metric.alias is not None:
@@ -532,9 +572,9 @@ def encode_metric(msg: Any, metric: Metric) -> None:
     if value is None:
         msg.is_null = True
         return
+    # Masking or protobuf's own conversions would otherwise send a wrong value without a word.
+    value = coerce(datatype, value)
     if datatype in INT_RANGES:
-        if datatype is DataType.DateTime and isinstance(value, _dt.datetime):
-            value = _datetime_ms(value)
         if INT_RANGES[datatype][0] == 64:
             msg.long_value = value & 0xFFFFFFFFFFFFFFFF
         else:
@@ -546,7 +586,7 @@ def encode_metric(msg: Any, metric: Metric) -> None:
     elif datatype is DataType.Boolean:
         msg.boolean_value = value
     elif datatype in STRING_TYPES:
-        msg.string_value = str(value)
+        msg.string_value = value
     elif datatype in BYTES_TYPES:
         msg.bytes_value = value
     elif datatype in ARRAY_TYPES:
@@ -564,7 +604,7 @@ def decode_metric(msg: Any) -> Metric:
     has = msg.HasField
     datatype = DataType.parse(msg.datatype) if has("datatype") else DataType.Unknown
     metric = Metric(
-        name=msg.name if has("name") else None,
+        name=_text(msg.name, "a metric name") if has("name") else None,
         datatype=datatype,
         alias=msg.alias if has("alias") else None,
         timestamp=msg.timestamp if has("timestamp") else None,
@@ -575,12 +615,31 @@ def decode_metric(msg: Any) -> Metric:
         metric.properties = _decode_properties(msg.properties)
     if has("metadata"):
         md = msg.metadata
-        metric.metadata = MetaData(**{n: getattr(md, n) for n in MetaData.__slots__ if md.HasField(n)})
+        metric.metadata = MetaData(
+            **{n: _text(getattr(md, n), f"metadata {n}") for n in MetaData.__slots__ if md.HasField(n)}
+        )
     kind = msg.WhichOneof("value")
     if msg.is_null or kind is None:
         return metric
+    if datatype is DataType.Unknown:
+        # A DATA metric sent by alias omits its datatype (payloads-metric-datatype-not-req): keep
+        # the field as sent, for a reader that knows the birth to reinterpret with decode_value.
+        metric.value = _raw_value(kind, getattr(msg, kind))
+        return metric
     metric.value = decode_value(datatype, kind, getattr(msg, kind))
     return metric
+
+
+def _raw_value(kind: str, raw: Any) -> Any:
+    if kind == "dataset_value":
+        return _decode_dataset(raw)
+    if kind == "template_value":
+        return _decode_template(raw)
+    if kind == "string_value":
+        return _text(raw, "a string value")
+    if kind == "extension_value":
+        raise PayloadError("metric values in extension_value are not supported")
+    return raw
 
 
 def decode_value(datatype: DataType, kind: str, raw: Any) -> Any:
@@ -604,7 +663,7 @@ def decode_value(datatype: DataType, kind: str, raw: Any) -> Any:
     if datatype in STRING_TYPES:
         if kind != "string_value":
             raise PayloadError(f"{datatype.name} value arrived in {kind}")
-        return raw
+        return _text(raw, f"a {datatype.name} value")
     if datatype in BYTES_TYPES:
         if kind != "bytes_value":
             raise PayloadError(f"{datatype.name} value arrived in {kind}")
@@ -637,7 +696,11 @@ def encode_payload(payload: Payload) -> bytes:
         msg.body = payload.body
     add = msg.metrics.add
     for metric in payload.metrics:
-        encode_metric(add(), metric)
+        try:
+            encode_metric(add(), metric)
+        except (TypeError, ValueError, OverflowError, struct.error) as exc:
+            # protobuf's own checks (a negative alias, a str where bytes belong, ...).
+            raise PayloadError(f"metric {metric.name!r} cannot be encoded: {exc}") from None
     return msg.SerializeToString()
 
 
@@ -659,7 +722,7 @@ def decode_payload(data: bytes) -> Payload:
             timestamp=msg.timestamp if msg.HasField("timestamp") else None,
             metrics=[decode_metric(m) for m in msg.metrics],
             seq=msg.seq if msg.HasField("seq") else None,
-            uuid=msg.uuid if msg.HasField("uuid") else None,
+            uuid=_text(msg.uuid, "the payload uuid") if msg.HasField("uuid") else None,
             body=msg.body if msg.HasField("body") else None,
         )
     except (ValueError, struct.error) as exc:

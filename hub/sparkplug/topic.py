@@ -52,6 +52,14 @@ def validate_id(kind: str, value: str) -> str:
     bad = _RESERVED.intersection(value)
     if bad:
         raise TopicError(f"Sparkplug {kind} {value!r} contains reserved character(s) {''.join(sorted(bad))}")
+    # MQTT topic names are UTF-8 without U+0000 (MQTT 3.1.1 section 1.5.3); a lone surrogate
+    # is a Python str but cannot be encoded, and a NUL makes the broker drop the connection.
+    if "\x00" in value:
+        raise TopicError(f"Sparkplug {kind} {value!r} contains NUL, which MQTT topics cannot carry")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TopicError(f"Sparkplug {kind} {value!r} is not valid UTF-8") from None
     return value
 
 
