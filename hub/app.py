@@ -25,7 +25,13 @@ class Hub:
         broker = BrokerUrl.parse(broker_override) if broker_override else config.broker.resolve()
         self.broker = broker
         self.mapper = UnsMapper(config.uns)
-        self.host = PrimaryHost(config.host, broker, mapper=self.mapper, client_id=config.broker.client_id)
+        self.host = PrimaryHost(
+            config.host,
+            broker,
+            mapper=self.mapper,
+            client_id=config.broker.client_id,
+            compact_commands=not config.host.command_names,
+        )
         self.mirror: UnsMirror | None = UnsMirror(self.host, config.uns) if config.uns.enabled else None
         self.started_ms: int | None = None
 

@@ -88,6 +88,7 @@ class LocalMosquitto:
                 "log_type warning",
                 "max_queued_messages 100000",
                 "max_inflight_messages 0",
+                "set_tcp_nodelay true",
             ]
         lines = [*base, f"listener {self.port} 127.0.0.1", "user root", self.extra_conf]
         conf.write_text("\n".join(lines) + "\n")

@@ -77,6 +77,11 @@ class HostConfig(Strict):
     rebirth_debounce_ms: int = Field(5000, ge=0, le=600_000, description="minimum time between rebirth requests to one node")
     accept_legacy_state: bool = Field(False, description="also publish Sparkplug 2.2 STATE/<host_id> for old edge nodes")
     diagnostics_interval_s: float = Field(5.0, gt=0, description="how often the host publishes its own diagnostics")
+    command_names: bool = Field(
+        False,
+        description="also send metric names and datatypes in NCMD/DCMD, for edge nodes that cannot resolve aliases "
+        "(the specification says alias only)",
+    )
 
     @field_validator("host_id")
     @classmethod

@@ -159,6 +159,22 @@ async def test_rebirth_debounce_lets_a_later_request_through(broker, group_id):
         await edge.close()
 
 
+async def test_a_quiet_node_whose_request_was_debounced_is_asked_again_when_the_window_ends(broker, group_id):
+    host = make_host(broker.url, rebirth_debounce_ms=400)
+    edge = FakeEdge(BrokerUrl.parse(broker.url), group_id, "n1")
+    async with running(host):
+        await host.wait_online()
+        await edge.connect()
+        await edge.ndata([Metric(None, DataType.Int32, 1, alias=1)], seq=1)
+        await wait_until(edge.rebirth_requests, what="the first rebirth request")
+        first = time.monotonic()
+        await edge.ndata([Metric(None, DataType.Int32, 2, alias=1)], seq=2)  # debounced, then silence
+        await wait_until(lambda: len(edge.rebirth_requests()) == 2, timeout=5, what="the retried request")
+        assert time.monotonic() - first >= 0.39
+        assert host.diagnostics()["rebirth_reasons"]["retry_after_debounce"] == 1
+        await edge.close()
+
+
 async def test_unknown_alias_and_ddata_before_dbirth_request_rebirth_and_the_rebirth_rebuilds_state(broker, group_id):
     host = make_host(broker.url, rebirth_debounce_ms=5000)
     rec = Recorder(host)

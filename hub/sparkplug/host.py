@@ -19,10 +19,12 @@ Choices the specification leaves to the implementer, and what this host does:
   nodes that were online before the loss and have not re-birthed within `resync_grace_ms` get a
   rebirth request, so a quiet report-by-exception node does not stay STALE for hours. Any DATA from a
   node without a birth in this session also triggers a (debounced) rebirth request.
-* NCMD/DCMD writes carry the metric's alias and, by default, its name and datatype too: edge nodes
-  that match commands by name (Eclipse Tahu's examples) need them. `compact_commands=True` sends
-  the alias alone when the metric has one, and no datatype, which is what
-  tck-id-payloads-alias-data-cmd-requirement and tck-id-payloads-metric-datatype-not-req ask for.
+* NCMD/DCMD writes identify the metric by its alias alone when it has one, as
+  tck-id-payloads-alias-data-cmd-requirement (MUST) asks, but keep the datatype although
+  tck-id-payloads-metric-datatype-not-req says SHOULD NOT: edge nodes built on Eclipse Tahu's
+  JavaScript codec cannot decode a command value without it (tests/test_interop_live.py).
+  `compact_commands=False` (config `host.command_names: true`) adds the name too, for edge nodes
+  that can only match commands by name (chapter 5's SHOULD).
 * `accept_legacy_state`: an MQTT Will can carry only one topic, so the Sparkplug 2.2
   `STATE/<host_id>` ONLINE/OFFLINE pair runs on a second, tiny connection with its own Will. It
   publishes ONLINE only while the main session is online and OFFLINE as soon as it is not.
@@ -142,7 +144,7 @@ class _Device(_Owner):
 
 class _Node(_Owner):
     __slots__ = ("devices", "bd_seq", "expected_seq", "awaiting_birth", "rebirth_at", "held",
-                 "reorder_handle", "resync")
+                 "reorder_handle", "resync", "retry_handle")
 
     def __init__(self, group: str, edge_node: str, path: str) -> None:
         super().__init__(group, edge_node, None, path)
@@ -156,6 +158,8 @@ class _Node(_Owner):
         self.reorder_handle: asyncio.TimerHandle | None = None
         # Online when the host lost the broker: asked to rebirth if it stays silent after reconnect.
         self.resync = False
+        # A debounced request that must still go out once the debounce window ends.
+        self.retry_handle: asyncio.TimerHandle | None = None
 
 
 def _writable_hint(name: str, properties: dict[str, Any] | None) -> bool | None:
@@ -275,7 +279,7 @@ class PrimaryHost:
         mapper: UnsMapper,
         client_id: str | None = None,
         resync_grace_ms: int = 2000,
-        compact_commands: bool = False,
+        compact_commands: bool = True,
         keepalive: int = 30,
     ) -> None:
         self.config = config
@@ -481,8 +485,6 @@ class PrimaryHost:
                                                     value=coerced, alias=d.alias, timestamp=ts))
         except (PayloadError, ValueError, TypeError, OverflowError) as exc:
             raise WriteError(f"cannot write {value!r} to {path!r} ({d.datatype.name}): {exc}") from None
-        if compact:
-            msg.metrics[0].ClearField("datatype")
         data = msg.SerializeToString()
         if isinstance(owner, _Device):
             topic = SparkplugTopic.device(MessageType.DCMD, owner.group, owner.edge_node, owner.device)
@@ -1001,6 +1003,9 @@ class PrimaryHost:
         node.online = True
         node.awaiting_birth = False
         node.resync = False
+        if node.retry_handle is not None:
+            node.retry_handle.cancel()
+            node.retry_handle = None
         if stale:
             self._emit(stale)
         self._status(node, True, ts, "birth")
@@ -1107,7 +1112,15 @@ class PrimaryHost:
         now = time.monotonic()
         if node.rebirth_at is not None and now - node.rebirth_at < self._debounce_s:
             stats.rebirths_debounced += 1
+            # A quiet node sends no more DATA to re-trigger the request: retry when the window ends,
+            # unless its NBIRTH arrives first.
+            if (node.awaiting_birth or not node.online) and node.retry_handle is None and self._loop is not None:
+                delay = node.rebirth_at + self._debounce_s - now
+                node.retry_handle = self._loop.call_later(delay, self._retry_rebirth, node)
             return False
+        if node.retry_handle is not None:
+            node.retry_handle.cancel()
+            node.retry_handle = None
         ts = now_ms()
         payload = encode_payload(Payload(timestamp=ts, metrics=[Metric(REBIRTH_METRIC, DataType.Boolean, True,
                                                                        timestamp=ts)]))
@@ -1120,6 +1133,11 @@ class PrimaryHost:
         self._log_once(f"rebirth:{reason}", logging.INFO, "asked %s/%s to rebirth (%s)", node.group,
                        node.edge_node, reason)
         return True
+
+    def _retry_rebirth(self, node: _Node) -> None:
+        node.retry_handle = None
+        if node.awaiting_birth or not node.online:
+            self._request_rebirth(node, "retry_after_debounce")
 
     def _emit(self, samples: list[Sample]) -> None:
         for listener in self._listeners:
