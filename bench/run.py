@@ -10,6 +10,8 @@ Printed:
   * the raw broker ceiling: plain paho publish -> Mosquitto -> the same subscriber, the same way, and the ratio,
   * decode-only metrics/s of the host on one core (no network).
 Targets (issue 2): >= 20,000 updates/s end to end with no loss; p99 < 100 ms at 10,000/s.
+A load step counts as sustained when nothing was lost, the subscriber kept pace (>= 95 % of the offer) and
+p99 stayed under 250 ms. Latency excludes each topic's first (birth) value, which carries the time it was set.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ class Run:
 
     @property
     def sustained(self) -> bool:
-        # No loss, kept pace with the offer, and did not build an ever-growing queue.
-        return self.lossless and self.achieved >= 0.95 * self.offered and (self.p99_ms or 0) < 1000
+        # No loss, kept pace with the offer, and no queue building up (p99 within a quarter second).
+        return self.lossless and self.achieved >= 0.95 * self.offered and (self.p99_ms or 0) < 250
 
 
 def _start_receiver(
