@@ -280,8 +280,13 @@ async def running(*runnables: Any) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         for task in tasks:
+            done, _ = await asyncio.wait({task}, timeout=20)
+            if not done:
+                # A graceful stop that never ends is a bug: show where it is stuck.
+                task.print_stack()
+                raise AssertionError(f"{task.get_name()} did not stop within 20 s of being cancelled")
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                task.result()
 
 
 def make_host(broker_url: str, *, uns: UnsConfig | None = None, **config: Any) -> PrimaryHost:

@@ -554,6 +554,10 @@ class EdgeNode:
                     # An edge node must outlive its own surprises (a full disk, a bug); retry with backoff.
                     log.exception("edge node %s/%s session failed; retrying", self.group_id, self.edge_node_id)
                     reason = None
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # aiomqtt may have turned our cancellation into an MqttError on the way out.
+                    raise asyncio.CancelledError
                 if self._stop_event.is_set():
                     break
                 if reason in ("primary host offline", "next server requested"):

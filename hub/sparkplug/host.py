@@ -197,6 +197,18 @@ def _quality_of(properties: Any) -> Quality:
     return _GOOD
 
 
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library turned into another error on the way out.
+
+    aiomqtt's `async with client` can replace the CancelledError with an MqttError when its
+    DISCONNECT fails; a reconnect loop catching MqttError would then run on forever and the
+    task that cancelled it would wait forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _publish_packet(topic: str, payload: bytes, retain: bool) -> bytes:
     """An MQTT 3.1.1 PUBLISH packet at QoS 0."""
     name = topic.encode()
@@ -565,6 +577,7 @@ class PrimaryHost:
                 if self._online:
                     self._set_online(False)
                     self._connection_lost("host_disconnected")
+            _raise_if_cancelled()
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, 30.0)
 
