@@ -14,6 +14,10 @@ if [ "$what" != run ]; then
   command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
   command -v npm >/dev/null 2>&1 || need_apt+=(npm)
   command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
+  # Real database servers for the historian and relational-model tests (started by the tests, never as services).
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+  command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
+  command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || need_apt+=(victoria-metrics)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}"
