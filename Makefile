@@ -14,6 +14,7 @@ test:
 bench:
 	@scripts/setup.sh bench
 	@$(PY) bench/run.py
+	@$(PY) bench/historian.py
 
 setup:
 	@scripts/setup.sh test

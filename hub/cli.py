@@ -15,6 +15,7 @@ import click
 import yaml
 
 from hub.config import PlantbusConfig, load_config
+from hub.db import db
 from hub.errors import PlantbusError
 from hub.mqtt import BrokerUrl
 
@@ -83,6 +84,10 @@ def config_check(file: Path) -> None:
     try:
         cfg = load_config(file)
         cfg.broker.resolve()
+        from hub.plugins import discover, load_plugins
+
+        # The plugins' own sections are checked by the models the installed plugins register.
+        load_plugins(discover(), cfg.plugins, cfg.disabled_plugins, quiet=True).raise_for_problems()
     except PlantbusError as exc:
         _fail(exc)
         return
@@ -176,6 +181,78 @@ def simulate(
             click.echo(json.dumps(record))
 
     _run_async(_simulate_and_report())
+
+
+main.add_command(db)
+
+
+@main.group("plugins")
+def plugins_group() -> None:
+    """List installed plugins, or start a new one."""
+
+
+@plugins_group.command("list")
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML configuration (for disabled plugins and settings)")
+@click.option("--live", is_flag=True, help="ask the running hub (its retained status topic) for state and lag")
+@click.option("--broker", help="with --live: mqtt://user:pass@host:port; overrides broker.url of the file")
+@click.option("--timeout", default=3.0, show_default=True, help="with --live: seconds to wait for the hub's status")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def plugins_list(config_file: Path | None, live: bool, broker: str | None, timeout: float, as_json: bool) -> None:
+    """Name, version, hooks and state of every plugin; exit 2 if the hub would refuse to start."""
+    from hub.plugins import discover, fetch_hub_status, load_plugins, plugin_table
+
+    try:
+        cfg = load_config(config_file)
+        url = BrokerUrl.parse(broker) if broker else (cfg.broker.resolve() if live else None)
+    except PlantbusError as exc:
+        _fail(exc)
+        return
+    loaded = load_plugins(discover(), cfg.plugins, cfg.disabled_plugins, quiet=True)
+    rows = {name: status.as_dict() for name, status in loaded.status.items()}
+    if live:
+        doc = asyncio.run(fetch_hub_status(url, cfg.uns.status_topic, timeout))
+        if doc is None:
+            click.echo(f"no running hub answered on {cfg.uns.status_topic} at {url} within {timeout:g} s; "
+                       "showing the state at load", err=True)
+        for name, remote in (doc or {}).get("plugins", {}).items():
+            rows[name] = {**rows.get(name, {}), **remote}
+    if as_json:
+        click.echo(json.dumps(list(rows.values()), indent=2))
+    else:
+        click.echo(plugin_table(rows.values()), nl=False)
+    problems = loaded.problems + loaded.config_problems
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        sys.exit(2)
+
+
+@plugins_group.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="where to create the package folder plantbus-NAME")
+def plugins_new(name: str, directory: Path) -> None:
+    """Create an installable plugin package plantbus-NAME (pyproject, module, README, test)."""
+    from hub.scaffold import create_plugin
+
+    try:
+        root = create_plugin(name, directory)
+    except PlantbusError as exc:
+        _fail(exc)
+        return
+    click.echo(f"created {root}\nnext: pip install -e {root} && plantbus plugins list")
+
+
+def _add_plugin_commands() -> None:
+    """Plugins add their subcommands (hook register_commands); last, so the core's commands win a clash."""
+    from hub.plugins import add_plugin_commands
+
+    for problem in add_plugin_commands(main):
+        click.echo(f"warning: {problem}", err=True)
+
+
+_add_plugin_commands()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from hub.errors import ConfigError, TopicError
 from hub.mqtt import BrokerUrl
@@ -129,12 +129,76 @@ class UnsConfig(Strict):
         return value
 
 
+class DatabaseConfig(Strict):
+    """The relational database (users, plans, downtime, audit log): an SQLite file by default, PostgreSQL in production."""
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://plantbus@db:5432/plantbus; "
+        "empty: the SQLite file <state_dir>/plantbus.sqlite",
+    )
+    password_env: str | None = Field(None, description="environment variable holding the database password")
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from hub.db import parse_database_url  # SQLAlchemy is imported only when a URL is configured
+
+        try:
+            parse_database_url(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class BusConfig(Strict):
+    """The in-process bus that hands samples and events to plugins, one bounded queue per plugin hook."""
+
+    queue_batches: int = Field(1000, ge=1, description="batches a plugin's memory queue holds before spilling to disk")
+    queue_samples: int = Field(100_000, ge=1, description="samples (or events) a plugin's memory queue holds")
+    retry_initial_s: float = Field(0.5, gt=0, description="first retry delay after a plugin failed on a batch")
+    retry_max_s: float = Field(30.0, gt=0, description="the retry delay doubles up to this")
+    max_attempts: int = Field(5, ge=1, description="failures on one batch before it goes to the dead-letter file")
+    drain_timeout_s: float = Field(10.0, ge=0, description="on shutdown, how long plugins may take to catch up; "
+                                   "what is left stays on disk for the next start")
+
+
+class DerivedConfig(Strict):
+    """The hub's own Sparkplug edge node that carries values plugins derive (one device per plugin)."""
+
+    group: GroupId = Field("Plantbus", description="Sparkplug group id of the derived-values edge node")
+    edge_node: str = Field("analytics", description="its edge node id")
+
+    @field_validator("edge_node")
+    @classmethod
+    def _edge_node_valid(cls, value: str) -> str:
+        return _sparkplug_id("edge node id", value)
+
+
+def _plugin_sections(value: Any) -> Any:
+    # An empty YAML section (`example:` with nothing under it) reads as None: that is "all defaults".
+    if not isinstance(value, dict):
+        return value
+    return {name: {} if section is None else section for name, section in value.items()}
+
+
 class PlantbusConfig(Strict):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     host: HostConfig = Field(default_factory=HostConfig)
     uns: UnsConfig = Field(default_factory=UnsConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     state_dir: Path = Field(Path("var"), description="where the hub keeps state (bdSeq, outboxes)")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    plugins: Annotated[dict[str, dict[str, Any]], BeforeValidator(_plugin_sections)] = Field(
+        default_factory=dict,
+        description="one section per plugin, validated by the model the plugin registers; "
+        "`enabled: false` turns a plugin off",
+    )
+    disabled_plugins: list[str] = Field(default_factory=list, description="plugins not to load, by name")
+    bus: BusConfig = Field(default_factory=BusConfig)
+    derived: DerivedConfig = Field(default_factory=DerivedConfig)
 
     @field_validator("log_level")
     @classmethod
@@ -168,6 +232,11 @@ def _explain(error: dict[str, Any]) -> str:
     got = error.get("input")
     suffix = f" (got {got!r})" if not isinstance(got, (dict, list)) and got is not None else ""
     return f"{where}: {message}{suffix}"
+
+
+def explain_errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    """One line per problem, each naming its path (with `prefix` in front, e.g. ("plugins", "example"))."""
+    return [_explain({**e, "loc": (*prefix, *e["loc"])}) for e in exc.errors()]
 
 
 def parse_config(data: dict[str, Any] | None, source: str = "configuration") -> PlantbusConfig:

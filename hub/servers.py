@@ -2,7 +2,9 @@
 
 `LocalPostgres` runs Debian's PostgreSQL binaries (`initdb`, `pg_ctl`) into a temporary data directory as
 the `postgres` user (PostgreSQL refuses to run as root). It never touches a cluster the machine already
-runs. `restart()` keeps the port and the data, for outage tests.
+runs. `restart()` keeps the port and the data, for outage tests. `LocalVictoriaMetrics` (the InfluxDB v2
+write API, read back through its export API) and `LocalInfluxDB` (Debian's InfluxDB 1.x: v1 `/write` and
+InfluxQL) run the same way, for the InfluxDB historian.
 """
 
 from __future__ import annotations
@@ -98,3 +100,211 @@ class LocalPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 — loopback URLs we built
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _http_post(url: str, body: bytes, timeout: float = 10.0, content_type: str = "text/plain") -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 — loopback URLs we built
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class _LocalProcessServer:
+    """A server binary of our own on a free loopback port; `restart()` keeps the port and the data."""
+
+    prefix = "plantbus-server-"
+    what = "server"
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=self.prefix))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The HTTP base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> _LocalProcessServer:
+        """Start and wait until the server answers."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "server.log", "ab")
+        # Own session: a Ctrl-C meant for a test run must not kill the server behind the test's back.
+        self.proc = subprocess.Popen(self._command(), stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
+                raise PlantbusError(f"{self.what} exited with {self.proc.returncode}: {tail}")
+            try:
+                if self._ready():
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise PlantbusError(f"{self.what} did not answer on 127.0.0.1:{self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after 10 s)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop, stay down `down_for` seconds, start again on the same port with the same data."""
+        self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.start()
+
+    def close(self) -> None:
+        """Stop and remove the data if the directory was ours."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalVictoriaMetrics(_LocalProcessServer):
+    """Debian's `victoria-metrics`: accepts InfluxDB line protocol on `/api/v2/write` (and `/write`).
+
+    Read back with `export(match)`: series are named `<measurement>_<field>`, tags become labels. No
+    deduplication is configured, so a point written twice shows up twice — what exactly-once tests need.
+    """
+
+    prefix = "plantbus-vm-"
+    what = "victoria-metrics"
+
+    def _command(self) -> list[str]:
+        binary = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
+        if not Path(binary).exists():
+            raise PlantbusError(
+                "victoria-metrics is not installed; `make test` installs it (apt-get install victoria-metrics)"
+            )
+        return [
+            binary,
+            f"-storageDataPath={self.workdir / 'data'}",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+            "-loggerLevel=ERROR",
+        ]
+
+    def _ready(self) -> bool:
+        status, body = _http_get(f"{self.url}/health", timeout=0.5)
+        return status == 200 and body.strip() == b"OK"
+
+    def flush(self) -> None:
+        """Make recently written points searchable now."""
+        _http_get(f"{self.url}/internal/force_flush", timeout=10)
+
+    def export(self, match: str = '{__name__=~".+"}') -> list[dict]:
+        """Every stored sample of the matching series: [{"metric": {...}, "values": [...], "timestamps": [...]}]."""
+        import json
+        import urllib.parse
+
+        query = urllib.parse.urlencode({"match[]": match, "start": "0"})
+        status, body = _http_get(f"{self.url}/api/v1/export?{query}", timeout=30)
+        if status != 200:
+            raise PlantbusError(f"victoria-metrics export failed with HTTP {status}: {body[:500]!r}")
+        return [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+
+
+class LocalInfluxDB(_LocalProcessServer):
+    """Debian's `influxd` (1.6.7): v1 `/write` line protocol and InfluxQL `/query`; no auth, no reporting."""
+
+    prefix = "plantbus-influx-"
+    what = "influxd"
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+        super().__init__(port, workdir)
+        # influxd also opens an RPC port for backups; give it a free one so it never meets another influxd.
+        self.rpc_port = free_port()
+
+    def _command(self) -> list[str]:
+        binary = shutil.which("influxd") or "/usr/bin/influxd"
+        if not Path(binary).exists():
+            raise PlantbusError("influxd is not installed; `make test` installs it (apt-get install influxdb)")
+        conf = self.workdir / "influxdb.conf"
+        conf.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{self.workdir / "meta"}"\n  logging-enabled = false\n'
+            f'[data]\n  dir = "{self.workdir / "data"}"\n  wal-dir = "{self.workdir / "wal"}"\n'
+            "  query-log-enabled = false\n  trace-logging-enabled = false\n"
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+        )
+        return [binary, "-config", str(conf)]
+
+    def _ready(self) -> bool:
+        status, _ = _http_get(f"{self.url}/ping", timeout=0.5)
+        return status == 204
+
+    def query(self, q: str, db: str | None = None) -> dict:
+        """Run InfluxQL through POST /query; returns the JSON answer."""
+        import json
+        import urllib.parse
+
+        params = {"q": q, "epoch": "ms", **({"db": db} if db else {})}
+        status, body = _http_post(
+            f"{self.url}/query",
+            urllib.parse.urlencode(params).encode(),
+            content_type="application/x-www-form-urlencoded",
+        )
+        if status != 200:
+            raise PlantbusError(f"influxd /query failed with HTTP {status}: {body[:500]!r}")
+        return json.loads(body)
+
+    def create_database(self, name: str) -> str:
+        """CREATE DATABASE; returns the name."""
+        self.query(f'CREATE DATABASE "{name}"')
+        return name
+
+    def write_lines(self, db: str, lines: list[str], precision: str = "ms") -> None:
+        """Load line protocol through the v1 `/write` endpoint (the only write API 1.x has)."""
+        import urllib.parse
+
+        query = urllib.parse.urlencode({"db": db, "precision": precision})
+        status, body = _http_post(f"{self.url}/write?{query}", "\n".join(lines).encode())
+        if status != 204:
+            raise PlantbusError(f"influxd /write failed with HTTP {status}: {body[:500]!r}")

@@ -12,18 +12,19 @@ from hub.sparkplug.payload import DataType, Metric
 from sparkplug_fakes import FakeEdge, Watcher, running, wait_until
 
 
-def config(broker_url: str, **uns):
+def config(broker_url: str, state_dir, **uns):
     return parse_config({
         "broker": {"url": broker_url},
+        "state_dir": str(state_dir),
         "host": {"host_id": "plant", "diagnostics_interval_s": 0.2, "reorder_timeout_ms": 200},
         "uns": {"status_topic": "plantbus/status/plant", **uns},
     })
 
 
 @pytest.mark.spec("tck-id-conformance-primary-host", "tck-id-components-ph-state")
-async def test_hub_mirrors_publishes_status_writes_and_says_goodbye(broker, group_id):
+async def test_hub_mirrors_publishes_status_writes_and_says_goodbye(broker, group_id, tmp_path):
     url = BrokerUrl.parse(broker.url)
-    hub = Hub(config("mqtt://127.0.0.1:1"), broker_override=broker.url)  # the override wins
+    hub = Hub(config("mqtt://127.0.0.1:1", tmp_path), broker_override=broker.url)  # the override wins
     edge = FakeEdge(url, group_id, "n1")
     watcher = await Watcher(url, "w").start("plantbus/status/plant", "spBv1.0/STATE/plant", f"uns/{group_id}/#")
     async with running(hub):
@@ -56,9 +57,9 @@ async def test_hub_mirrors_publishes_status_writes_and_says_goodbye(broker, grou
     await edge.close()
 
 
-async def test_hub_without_mirror_still_hosts_and_reports(broker, group_id):
+async def test_hub_without_mirror_still_hosts_and_reports(broker, group_id, tmp_path):
     url = BrokerUrl.parse(broker.url)
-    hub = Hub(config(broker.url, enabled=False))
+    hub = Hub(config(broker.url, tmp_path, enabled=False))
     assert hub.mirror is None
     edge = FakeEdge(url, group_id, "n1")
     watcher = await Watcher(url, "w").start("plantbus/status/plant", "uns/#")

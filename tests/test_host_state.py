@@ -292,7 +292,7 @@ async def test_a_new_host_instance_reasserts_state_and_rebuilds_state_through_re
     "tck-id-payloads-state-subscribe",
     "tck-id-operational-behavior-primary-application-state-with-multiple-servers-state",
 )
-async def test_state_birth_comes_first_and_an_edge_that_births_on_seeing_it_is_hosted(broker, group_id):
+async def test_state_birth_comes_first_and_an_edge_that_births_on_seeing_it_is_hosted(broker, group_id, tmp_path):
     from hub.app import Hub
     from hub.config import parse_config
 
@@ -316,7 +316,8 @@ async def test_state_birth_comes_first_and_an_edge_that_births_on_seeing_it_is_h
         await state.wait_for(STATE, lambda m: m.json()["online"] is True, timeout=20)
         await waiting.nbirth([Metric("B", DataType.Int32, 7, alias=1)])
 
-    hub = Hub(parse_config({"broker": {"url": broker.url}, "host": {"host_id": "testhost"}}))
+    hub = Hub(parse_config({"broker": {"url": broker.url}, "host": {"host_id": "testhost"},
+                            "state_dir": str(tmp_path)}))
     rec = Recorder(hub.host)
     tasks = [asyncio.create_task(publish_data()), asyncio.create_task(birth_on_online())]
     try:
