@@ -7,7 +7,8 @@ Lifecycle of `Hub.run()`, every long-running task named and owned by one TaskGro
 2. `hub_startup` plugin by plugin (a plugin that raises is marked failing and left out);
 3. the bus consumers (resuming what an earlier run left on disk), the primary host, the mirror, the status
    publisher; the derived-values edge node starts with the first `publish_derived`;
-4. on cancellation, in order: the status publisher, the derived-values node (NDEATH), the host (STALE,
+   then the equipment connectors configured under `connectors.<name>` (hub/connector_runner.py);
+4. on cancellation, in order: the status publisher, the connectors (NDEATH), the derived-values node (NDEATH), the host (STALE,
    STATE offline), the mirror; then the bus drains (within `bus.drain_timeout_s`, the rest stays on disk);
    then `hub_shutdown`, then the plugins' own background tasks.
 """
@@ -23,7 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from connectors.base import ConnectorContext
 from hub.bus import EVENTS, SAMPLES, Bus
+from hub.connector_runner import ConnectorRunner
 from hub.config import PlantbusConfig
 from hub.derived import DerivedValue, DerivedValues
 from hub.errors import PlantbusError
@@ -78,6 +81,11 @@ class Hub:
         self.host.add_listener(self.bus.publish_samples)
         self.host.add_status_listener(self.bus.publish_status)
         self.derived = DerivedValues(config.derived, broker, host_id=config.host.host_id, state_dir=config.state_dir)
+        self.connectors = ConnectorRunner(
+            config.connectors,
+            self.registries.connectors,
+            ConnectorContext(broker, config.host.host_id, config.state_dir / "connectors"),
+        )
         # Set by the historian plugin at startup (plugins/historian.py): queries for the console and the API.
         self.historian: Any = None
         self.started_ms: int | None = None
@@ -156,6 +164,7 @@ class Hub:
             self._tg = tg
             self.derived.attach(self._start_derived)
             tasks: dict[str, asyncio.Task[Any] | None] = {}
+            connector_tasks: list[asyncio.Task[Any]] = []
             try:
                 await self._startup_plugins()
                 self._add_consumers()
@@ -164,18 +173,21 @@ class Hub:
                 if self.mirror is not None:
                     tasks["mirror"] = tg.create_task(self.mirror.run(), name=f"{name}.mirror")
                 tasks["status"] = tg.create_task(self._status_loop(), name=f"{name}.status")
+                connector_tasks = self.connectors.start(tg.create_task)
                 await asyncio.Future()  # until cancelled (or a task of the group fails)
             finally:
-                await self._stop(tasks)
+                await self._stop(tasks, connector_tasks)
                 self._tg = None
 
-    async def _stop(self, tasks: Mapping[str, asyncio.Task[Any] | None]) -> None:
+    async def _stop(self, tasks: Mapping[str, asyncio.Task[Any] | None], connector_tasks: list[asyncio.Task[Any]]) -> None:
         async def end(task: asyncio.Task[Any] | None) -> None:
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
         await end(tasks.get("status"))
+        # Connectors first: their NDEATHs reach the host while it still listens.
+        await asyncio.gather(*(end(t) for t in connector_tasks))
         self.derived.attach(None)
         await self.derived.stop()
         await end(tasks.get("host"))
@@ -273,6 +285,7 @@ class Hub:
             "bus": self.bus.diagnostics(),
             "plugins": self.plugin_diagnostics(),
             "derived": self.derived.diagnostics(),
+            "connectors": self.connectors.diagnostics(),
         }
 
     def publish_status(self) -> bool:

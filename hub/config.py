@@ -197,6 +197,11 @@ class PlantbusConfig(Strict):
         "`enabled: false` turns a plugin off",
     )
     disabled_plugins: list[str] = Field(default_factory=list, description="plugins not to load, by name")
+    connectors: Annotated[dict[str, dict[str, Any]], BeforeValidator(_plugin_sections)] = Field(
+        default_factory=dict,
+        description="one section per equipment connector, `type` naming a registered connector type "
+        "(opcua, modbus, ...); validated by that type's model when the hub starts",
+    )
     bus: BusConfig = Field(default_factory=BusConfig)
     derived: DerivedConfig = Field(default_factory=DerivedConfig)
 

@@ -45,11 +45,13 @@ def register_historians(register: Callable[[str, Callable[..., Any]], None]) -> 
 
 
 @hookspec
-def register_connectors(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    """Offer equipment connector types (OPC UA, Modbus, ...): `register(type_name, factory)`.
+def register_connectors(register: Callable[[str, Any], None]) -> None:
+    """Offer equipment connector types (OPC UA, Modbus, ...): `register(type_name, ConnectorType(...))`.
 
-    Called once at load; synchronous. `factory(settings, hub)` returns a connector, itself a Sparkplug
-    edge node built on `hub.sparkplug.edge.EdgeNode`. Used from the connectors issue on.
+    Called once at load; synchronous. `connectors.base.ConnectorType` pairs the type's settings model
+    (a `connectors.base.ConnectorSettings` subclass) with `create(name, settings, context)`, which returns a
+    connector: itself a Sparkplug edge node built on `hub.sparkplug.edge.EdgeNode`, run by the hub for every
+    `connectors.<name>` section of the configuration whose `type` is this type name.
     """
 
 
