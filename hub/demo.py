@@ -56,6 +56,9 @@ def main() -> int:
     config_file = STATE / "plantbus.yaml"
     config_file.write_text(yaml.safe_dump(DEMO_CONFIG, sort_keys=False))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The relational store (SQLite under the demo's state dir): schema, then the reference plant of PLANT.md.
+    for step in (("db", "upgrade"), ("db", "seed-reference-plant")):
+        subprocess.run(_plantbus(*step, "-c", str(config_file)), env=env, check=True, stdout=subprocess.DEVNULL)
     # Own sessions: Ctrl-C reaches only this process, which then stops the others in order
     # (simulator, hub, broker) so NDEATH and STATE offline still reach the broker.
     hub = subprocess.Popen(_plantbus("run", "-c", str(config_file), "--broker", broker.url), env=env, start_new_session=True)
@@ -72,7 +75,9 @@ def main() -> int:
         f"""
 Plantbus demo is running.
   broker          {broker.url}   (Mosquitto, config from mosquitto/dev.conf)
-  hub             Sparkplug primary host 'plantbus' + UNS mirror, config {config_file}
+  hub             Sparkplug primary host 'plantbus' + UNS mirror + plugins, config {config_file}
+  history         {STATE / "hub" / "history.sqlite"} (SQL historian: raw, 1 min and 1 h rollups)
+  plant database  {STATE / "hub" / "plantbus.sqlite"} (lines, SKUs, shifts, stop reasons of PLANT.md)
   edge nodes      2 simulated nodes x 3 devices x 8 metrics, group 'sim', 1 Hz
 
 Where to look:

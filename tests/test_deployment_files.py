@@ -18,7 +18,8 @@ def test_compose_file_validates_with_docker_compose():
         if os.environ.get("CI"):
             pytest.fail("docker-compose is missing: scripts/setup.sh test should have installed it")
         pytest.skip("docker-compose not installed (scripts/setup.sh test installs it)")
-    env = {**os.environ, "PLANTBUS_MQTT_PASSWORD": "x"}
+    env = {**os.environ, "PLANTBUS_MQTT_PASSWORD": "x", "PLANTBUS_DB_PASSWORD": "y", "PLANTBUS_INFLUX_PASSWORD": "z",
+           "PLANTBUS_INFLUX_TOKEN": "t"}
     result = subprocess.run(
         ["docker-compose", "-f", "compose.yaml", "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True
     )
@@ -29,6 +30,7 @@ def test_compose_refuses_to_start_the_hub_without_its_broker_password():
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose not installed")
     env = {k: v for k, v in os.environ.items() if k != "PLANTBUS_MQTT_PASSWORD"}
+    env.update(PLANTBUS_DB_PASSWORD="y", PLANTBUS_INFLUX_PASSWORD="z", PLANTBUS_INFLUX_TOKEN="t")
     result = subprocess.run(
         ["docker-compose", "-f", "compose.yaml", "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True
     )
