@@ -1,0 +1,1 @@
+"""Console pages, one module each: `build(console, t)` draws the page."""
