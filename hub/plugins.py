@@ -49,7 +49,12 @@ BUILT_IN = "built-in"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 # Built-in plugins, by module; the plugin's name is the last part of the module name.
-DEFAULT_PLUGINS: tuple[str, ...] = ("plugins.historian", "plugins.uns_events", "plugins.console")
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "plugins.historian",
+    "plugins.uns_events",
+    "plugins.console",
+    "connectors.modbus.plugin",
+)
 
 # Hooks the core calls once at load, with a `register` callable; the registry each one fills.
 REGISTRATION_HOOKS: dict[str, str] = {
