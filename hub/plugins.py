@@ -48,12 +48,12 @@ BUILT_IN = "built-in"
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-# Built-in plugins, by module; the plugin's name is the last part of the module name.
+# Built-in plugins, by module (the plugin's name is the module name's last part) or as "name=module".
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.historian",
     "plugins.uns_events",
     "plugins.console",
-    "connectors.modbus.plugin",
+    "modbus=connectors.modbus.plugin",
 )
 
 # Hooks the core calls once at load, with a `register` callable; the registry each one fills.
@@ -90,13 +90,19 @@ class PluginSource:
 
 def default_sources(modules: Iterable[str] = DEFAULT_PLUGINS) -> list[PluginSource]:
     """The built-in plugins, as entry points of the `plantbus` group (so they load like any other)."""
-    return [
-        PluginSource(
-            module.rpartition(".")[2], BUILT_IN, BUILT_IN,
-            entry_point=importlib.metadata.EntryPoint(module.rpartition(".")[2], module, ENTRY_POINT_GROUP),
-        )  # fmt: skip
-        for module in modules
-    ]
+    sources = []
+    for entry in modules:
+        # "name=module" as in an entry point; a bare module is named after its last part.
+        name, _, module = entry.rpartition("=")
+        name = name.strip() or module.rpartition(".")[2]
+        module = module.strip()
+        sources.append(
+            PluginSource(
+                name, BUILT_IN, BUILT_IN,
+                entry_point=importlib.metadata.EntryPoint(name, module, ENTRY_POINT_GROUP),
+            )  # fmt: skip
+        )
+    return sources
 
 
 def entry_point_sources(group: str = ENTRY_POINT_GROUP) -> list[PluginSource]:

@@ -69,7 +69,10 @@ def test_installed_and_builtin_plugins_load_through_the_same_entry_point_path(tm
     module = install_counter(tmp_path, monkeypatch)
     installed = [s for s in entry_point_sources() if s.name == "counter"]
     builtins = default_sources()
-    assert [s.name for s in builtins] == [m.rpartition(".")[2] for m in DEFAULT_PLUGINS]
+    assert [s.name for s in builtins] == [
+        m.partition("=")[0] if "=" in m else m.rpartition(".")[2] for m in DEFAULT_PLUGINS
+    ]
+    assert "modbus" in [s.name for s in builtins]  # "modbus=connectors.modbus.plugin" names it explicitly
     # Both are entry points of the `plantbus` group; Plugins.load only ever calls EntryPoint.load().
     for source in installed + builtins:
         assert isinstance(source.entry_point, importlib.metadata.EntryPoint)
