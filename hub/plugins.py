@@ -54,6 +54,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.uns_events",
     "plugins.console",
     "modbus=connectors.modbus.plugin",
+    "opcua=connectors.opcua.plugin",
 )
 
 # Hooks the core calls once at load, with a `register` callable; the registry each one fills.
