@@ -72,8 +72,9 @@ def main() -> int:
         # Own sessions: Ctrl-C reaches only this process, which then stops the others in order
         # (console, hub, plant, broker) so NDEATH and STATE offline still reach the broker.
         plant = subprocess.Popen(
+            # Half an hour into Monday's shift A: both lines are staffed and running.
             [sys.executable, "-m", "connectors.sim", "--seed", "1", "--opcua-port", str(opcua_port),
-             "--modbus-port", str(modbus_port)],
+             "--modbus-port", str(modbus_port), "--start", "2026-03-02T06:30:00"],
             env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         procs.append((plant, "simulated plant"))
