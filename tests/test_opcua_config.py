@@ -18,7 +18,7 @@ from connectors.opcua.connector import OpcUaConnector, quality_of, sparkplug_typ
 from hub.errors import ConfigError
 from hub.sparkplug.edge import Quality
 from hub.sparkplug.payload import DataType
-from tests._opcua_support import OpcUaTestServer
+from _opcua_support import OpcUaTestServer
 
 SAMPLE = Path(__file__).parents[1] / "connectors" / "opcua" / "sample.yaml"
 

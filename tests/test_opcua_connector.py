@@ -17,8 +17,8 @@ from hub.broker import LocalMosquitto
 from hub.mqtt import BrokerUrl
 from hub.sparkplug.payload import DataType, Metric
 from hub.sparkplug.topic import MessageType
-from tests._edge_support import AliasBook, Observer, send_dcmd, wait_until
-from tests._opcua_support import OpcUaTestServer
+from _edge_support import AliasBook, Observer, send_dcmd, wait_until
+from _opcua_support import OpcUaTestServer
 
 EDGE = "oatbar-plc"
 FAST_EDGE = {"backoff_min_s": 0.1, "backoff_max_s": 0.5}
@@ -212,7 +212,7 @@ async def test_server_that_refuses_subscriptions_is_polled_instead(broker, group
 async def test_basic256sha256_sign_and_encrypt_with_client_certificate_and_wrong_mode_is_refused(
     broker, group_id, tmp_path, caplog
 ):
-    from tests.opcua_test_server import make_certificate
+    from opcua_test_server import make_certificate
 
     certs = tmp_path / "certs"
     certs.mkdir()
