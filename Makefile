@@ -15,6 +15,8 @@ bench:
 	@scripts/setup.sh bench
 	@$(PY) bench/run.py
 	@$(PY) bench/historian.py
+	@$(PY) -m bench.modbus
+	@$(PY) -m bench.opcua
 
 setup:
 	@scripts/setup.sh test
