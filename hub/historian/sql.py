@@ -22,6 +22,8 @@ Blocking database work runs in worker threads (`asyncio.to_thread`), one writer 
 
 from __future__ import annotations
 
+import abc
+
 import asyncio
 import bisect
 import logging
@@ -220,35 +222,41 @@ def _rollup_rows(deltas: dict[tuple[int, int], list[Any]]) -> list[tuple[Any, ..
 # ---------------------------------------------------------------------------- dialects
 
 
-class _Store:
+class _Store(abc.ABC):
     """What differs between SQLite and PostgreSQL: connections, DDL, bulk paths and error classes."""
 
     kind = ""
     ph = "?"
 
+    @abc.abstractmethod
     def connect(self, *, reader: bool) -> Any:
-        raise NotImplementedError
+        """A new DB-API connection (read-only where the backend allows it when `reader`)."""
 
+    @abc.abstractmethod
     def create_schema(self, conn: Any) -> None:
-        raise NotImplementedError
+        """Create the tables and indexes if they are missing."""
 
     def begin(self, conn: Any) -> None:
         """Start a write transaction."""
 
+    @abc.abstractmethod
     def insert_samples(self, conn: Any, rows: list[tuple[Any, ...]]) -> int:
-        raise NotImplementedError
+        """Insert raw rows, skipping (path, ts) already stored; return how many were new."""
 
+    @abc.abstractmethod
     def upsert_rollups(self, conn: Any, tier: Tier, rows: list[tuple[Any, ...]]) -> None:
-        raise NotImplementedError
+        """Merge partial aggregates into a rollup tier."""
 
+    @abc.abstractmethod
     def classify(self, exc: BaseException) -> BaseException:
-        raise NotImplementedError
+        """Map a driver error to SinkUnavailable (retry) or BatchRejected (dead-letter)."""
 
     def is_broken(self, conn: Any) -> bool:
         return False
 
+    @abc.abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The store for logs and diagnostics, password hidden."""
 
     def sql(self, statement: str) -> str:
         """Write statements with `?` placeholders; PostgreSQL gets `%s`."""
