@@ -143,11 +143,15 @@ def test_committed_sample_equals_the_generated_one_and_validates():
         assert ModbusSettings.model_validate(section) == sample_settings()[name]
 
 
-def test_plugin_registers_the_modbus_type():
+def test_plugin_registers_the_modbus_type_whose_factory_builds_a_modbus_connector(tmp_path):
+    from connectors.base import ConnectorContext
     from connectors.modbus import plugin
     from connectors.modbus.connector import ModbusConnector
+    from hub.mqtt import BrokerUrl
 
     registered = {}
     plugin.register_connectors(lambda name, kind: registered.setdefault(name, kind))
     assert registered["modbus"].settings is ModbusSettings
-    assert registered["modbus"].create is ModbusConnector
+    settings = sample_settings()["salad_plc"]
+    built = registered["modbus"].create("salad_plc", settings, ConnectorContext(BrokerUrl(), None, tmp_path))
+    assert isinstance(built, ModbusConnector)

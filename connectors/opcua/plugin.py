@@ -9,15 +9,21 @@ import click
 
 from connectors.base import ConnectorType
 from connectors.opcua.config import OpcUaSettings
-from connectors.opcua.connector import create
 from hub.errors import PlantbusError
 from hub.plugins import hookimpl
+
+
+def _create(name: str, settings: OpcUaSettings, context: Any) -> Any:
+    # asyncua is imported only by hubs that run an OPC UA connector, not by every `plantbus` command.
+    from connectors.opcua.connector import create
+
+    return create(name, settings, context)
 
 
 @hookimpl
 def register_connectors(register: Any) -> None:
     """Offer the `opcua` connector type."""
-    register("opcua", ConnectorType(settings=OpcUaSettings, create=create))
+    register("opcua", ConnectorType(settings=OpcUaSettings, create=_create))
 
 
 @hookimpl
