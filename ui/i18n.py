@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 LANGUAGES = ("en", "ru")
@@ -72,6 +73,11 @@ STRINGS: dict[str, dict[str, str]] = {
     "col.last_error": {"en": "Last error", "ru": "Последняя ошибка"},
     "kind.connector": {"en": "connector", "ru": "коннектор"},
     "kind.plugin": {"en": "plugin", "ru": "плагин"},
+    # Quasar's own table texts (QTable defaults are English only)
+    "table.rows_per_page": {"en": "Records per page:", "ru": "Записей на странице:"},
+    "table.no_data": {"en": "No data available", "ru": "Нет данных"},
+    "table.no_results": {"en": "No matching records found", "ru": "Совпадений не найдено"},
+    "table.of": {"en": "of", "ru": "из"},
 }
 
 
@@ -96,3 +102,15 @@ class Translator:
 def translator(lang: str | None) -> Translator:
     """A translator for `lang`, English when it is unknown."""
     return Translator(lang if lang in LANGUAGES else DEFAULT_LANGUAGE)
+
+
+def table_props(t: Translator) -> dict[str, str]:
+    """Quasar QTable props that replace its built-in English texts (pagination, empty table) with `t`'s."""
+    of = json.dumps(f" {t('table.of')} ")  # a JS string literal, quotes and non-ASCII escaped
+    return {
+        "rows-per-page-label": t("table.rows_per_page"),
+        "no-data-label": t("table.no_data"),
+        "no-results-label": t("table.no_results"),
+        # Function props: NiceGUI evaluates a ":"-prefixed prop as JavaScript in the browser.
+        ":pagination-label": f"(first, last, total) => first + '–' + last + {of} + total",
+    }

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nicegui import ui
 
+from ui.i18n import table_props
 from ui.uns_client import TagStore
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def health_rows(diagnostics: dict[str, Any] | None, t: Translator) -> list[dict[
             if rate is None and isinstance(doc.get("lag"), dict):
                 rate = f"lag {doc['lag'].get('items', 0)}"
             state = str(doc.get("state", doc.get("online", "")))
-            rows.append({"key": f"{kind}:{name}", "name": name, "kind": t(f"kind.{kind}"), "state": state,
+            rows.append({"key": f"{kind}:nodes", "name": name, "kind": t(f"kind.{kind}"), "state": state,
                          "ok": state in ("running", "loaded", "online", "True", "connected"),
                          "rate": "" if rate is None else str(rate), "last_error": doc.get("last_error") or ""})
     return rows
@@ -77,6 +78,8 @@ def build(console: Console, t: Translator) -> None:
                 ],
                 rows=[], row_key="path", pagination=25,
             ).props("dense flat bordered").classes("w-full")
+            # Without 0 ("All", a Quasar text no prop translates) in the choices; labels in the page's language.
+            nodes.props.update(table_props(t), **{":rows-per-page-options": "[10, 25, 50, 100]"})
             nodes.add_slot("body-cell-state", r"""
                 <q-td :props="props"><q-badge :color="props.row.online ? 'green-8' : 'red-8'" :label="props.value" /></q-td>
             """)
@@ -94,6 +97,8 @@ def build(console: Console, t: Translator) -> None:
                 ],
                 rows=[], row_key="key", pagination=25,
             ).props("dense flat bordered").classes("w-full")
+            # Without 0 ("All", a Quasar text no prop translates) in the choices; labels in the page's language.
+            health.props.update(table_props(t), **{":rows-per-page-options": "[10, 25, 50, 100]"})
             health.add_slot("body-cell-state", r"""
                 <q-td :props="props"><q-badge :color="props.row.ok ? 'green-8' : 'red-8'" :label="props.value" /></q-td>
             """)

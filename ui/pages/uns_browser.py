@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from nicegui import ui
 
+from ui.i18n import table_props
 from ui.uns_client import Tag, TagStore
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def build(console: Console, t: Translator) -> None:
                 ],
                 rows=[], row_key="path",
             ).props("dense flat bordered hide-pagination :rows-per-page-options='[0]'").classes("w-full")
+            table.props.update(table_props(t))
             table.add_slot("body-cell-value", r"""
                 <q-td :props="props"><span class="tag-value" :class="'q-' + props.row.q">{{ props.value }}</span></q-td>
             """)
@@ -169,6 +171,8 @@ def build(console: Console, t: Translator) -> None:
                     label = ui.label(text)
                     if key == "col.value":
                         label.classes(f"tag-value q-{tag.quality}").props("id=detail-value")
+                    elif key == "col.changes":
+                        label.props("id=detail-changes")
             if console.can_write:
                 with ui.row().classes("items-center"):
                     entry = ui.input(t("write.value")).props("dense outlined")
@@ -234,10 +238,17 @@ def build(console: Console, t: Translator) -> None:
         draw_table()
         path = view["selected"]
         tag = store.tags.get(path) if path else None
-        value_label = next((el for el in details.descendants() if el.props.get("id") == "detail-value"), None)
-        if tag is not None and isinstance(value_label, ui.label):
-            value_label.text = format_value(tag.value)
-            value_label.classes(replace=f"tag-value q-{tag.quality}")
+        if tag is None:
+            return
+        # The live fields of the details card follow the tag; the rest (path, type) does not change.
+        for element in details.descendants():
+            if not isinstance(element, ui.label):
+                continue
+            if element.props.get("id") == "detail-value":
+                element.text = format_value(tag.value)
+                element.classes(replace=f"tag-value q-{tag.quality}")
+            elif element.props.get("id") == "detail-changes":
+                element.text = str(tag.changes)
 
     draw_details()
     refresh()
