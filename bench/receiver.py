@@ -9,6 +9,7 @@ Prints one JSON line: {"received": n, "p50_ms": .., "p99_ms": .., "first_ms": ..
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 
@@ -54,7 +55,9 @@ def main() -> None:
     print("ready", flush=True)
     state["last"] = time.monotonic()
     started = False
-    while counted[0] < expected:
+    # SIGTERM ends the count early and still prints the result (for runs whose total is not known up front).
+    signal.signal(signal.SIGTERM, lambda *_: state.__setitem__("stop", True))
+    while counted[0] < expected and not state.get("stop"):
         client.loop(0.05)
         if counted[0]:
             started = True

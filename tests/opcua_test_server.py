@@ -20,8 +20,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 NAMESPACE = "urn:plantbus:test:oatbar"
 
 
-async def serve(port: int, tick: float, max_subscriptions: int | None = None, secure: Path | None = None) -> None:
-    """Build the address space, listen on `port` and bump Filler.Count every `tick` seconds, forever."""
+async def serve(
+    port: int, tick: float, max_subscriptions: int | None = None, secure: Path | None = None, variables: int = 0
+) -> None:
+    """Build the address space, listen on `port` and bump Filler.Count every `tick` seconds, forever.
+
+    `variables` adds Double nodes Filler.V0..V<n-1> that all change every tick (load for the benchmark).
+    """
     server = Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/plantbus/")
@@ -55,6 +60,7 @@ async def serve(port: int, tick: float, max_subscriptions: int | None = None, se
     await var("Temperature", 21.5, ua.VariantType.Float)
     await var("Rejects", 3, ua.VariantType.UInt16, writable=True)
     await var("Weight", 40.0, ua.VariantType.Double, writable=True)
+    load = [await var(f"V{i}", 0.0, ua.VariantType.Double) for i in range(variables)]
 
     async with server:
         print("READY", flush=True)
@@ -63,6 +69,8 @@ async def serve(port: int, tick: float, max_subscriptions: int | None = None, se
             await asyncio.sleep(tick)
             n += 1
             await count.write_value(ua.Variant(n, ua.VariantType.Int32))
+            for i, node in enumerate(load):
+                await node.write_value(ua.Variant(n + i * 0.001, ua.VariantType.Double))
 
 
 async def make_certificate(key: Path, cert: Path, app_uri: str) -> None:
@@ -80,9 +88,10 @@ def main() -> None:
     parser.add_argument("--tick", type=float, default=0.2)
     parser.add_argument("--max-subscriptions", type=int, default=None)
     parser.add_argument("--secure", type=Path, default=None, help="folder for the server certificate")
+    parser.add_argument("--variables", type=int, default=0, help="extra Double nodes changing every tick")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    asyncio.run(serve(args.port, args.tick, args.max_subscriptions, args.secure))
+    asyncio.run(serve(args.port, args.tick, args.max_subscriptions, args.secure, args.variables))
 
 
 if __name__ == "__main__":
