@@ -155,8 +155,9 @@ def register_pages(console: Console) -> None:
         uns_browser.build(console, t)
 
     if console.hub is not None:
-        for route, build_page in console.hub.registries.console_pages.items():
-            ui.page(route)(_plugin_page(console, route, build_page))
+        pages = console.hub.registries.console_pages
+        for route in pages.names():
+            ui.page(route)(_plugin_page(console, route, pages[route]))
 
 
 def _plugin_page(console: Console, route: str, build_page: Callable[..., Any]) -> Callable[..., None]:

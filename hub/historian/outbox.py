@@ -214,6 +214,11 @@ class Outbox:
             raise
         self._count_put(len(records))
 
+    def _pending_sync(self) -> tuple[int, int]:
+        assert self._db is not None
+        batches, points = self._db.execute("SELECT COUNT(*), COALESCE(SUM(points), 0) FROM batches").fetchone()
+        return int(batches), int(points)
+
     def _count_put(self, points: int) -> None:
         self.pending_batches += 1
         self.pending_points += points
@@ -237,7 +242,10 @@ class Outbox:
                 backoff = min(backoff * 2, self.backoff_max_s)
                 continue
             if not ids:
-                self.pending_batches = self.pending_points = 0
+                # The counters ran ahead of the rows (a put was counted after its row had already been sent).
+                # Recount from disk instead of zeroing: a put counted while this read was returning must not
+                # be forgotten, or its batch would wait for the next put (the newest values missing in trends).
+                self.pending_batches, self.pending_points = await run_exclusive(self._lock, self._pending_sync)
                 continue
             self.sends += 1
             try:
