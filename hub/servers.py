@@ -9,6 +9,8 @@ InfluxQL) run the same way, for the InfluxDB historian.
 
 from __future__ import annotations
 
+import abc
+
 import glob
 import os
 import pwd
@@ -125,7 +127,7 @@ def _http_post(url: str, body: bytes, timeout: float = 10.0, content_type: str =
         return exc.code, exc.read()
 
 
-class _LocalProcessServer:
+class _LocalProcessServer(abc.ABC):
     """A server binary of our own on a free loopback port; `restart()` keeps the port and the data."""
 
     prefix = "plantbus-server-"
@@ -142,11 +144,13 @@ class _LocalProcessServer:
         """The HTTP base URL."""
         return f"http://127.0.0.1:{self.port}"
 
+    @abc.abstractmethod
     def _command(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
+    @abc.abstractmethod
     def _ready(self) -> bool:
-        raise NotImplementedError
+        """True once the server answers requests."""
 
     def start(self, timeout: float = 30.0) -> _LocalProcessServer:
         """Start and wait until the server answers."""
