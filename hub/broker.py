@@ -1,7 +1,9 @@
-"""A Mosquitto process of Plantbus's own, for `make demo`, the benchmarks and the tests."""
+"""Server processes of Plantbus's own on free loopback ports (Mosquitto here; databases in hub/servers.py),
+for `make demo`, the benchmarks and the tests."""
 
 from __future__ import annotations
 
+import abc
 import shutil
 import socket
 import subprocess
@@ -46,8 +48,94 @@ def mosquitto_binary() -> str:
     raise PlantbusError("mosquitto is not installed; run `make demo` or `apt-get install mosquitto`")
 
 
-class LocalMosquitto:
+class LocalServer(abc.ABC):
+    """A server binary of our own on a free loopback port; `restart()` keeps the port and the data."""
+
+    prefix = "plantbus-server-"
+    what = "server"
+    log_name = "server.log"
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=self.prefix))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The HTTP base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @abc.abstractmethod
+    def _command(self) -> list[str]:
+        """The server's command line."""
+
+    @abc.abstractmethod
+    def _ready(self) -> bool:
+        """True once the server answers requests."""
+
+    def start(self, timeout: float = 30.0) -> LocalServer:
+        """Start and wait until the server answers."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / self.log_name, "ab")
+        # Own session: a Ctrl-C meant for a test run must not kill the server behind the test's back.
+        self.proc = subprocess.Popen(self._command(), stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = (self.workdir / self.log_name).read_text(errors="replace")[-2000:]
+                raise PlantbusError(f"{self.what} exited with {self.proc.returncode}: {tail}")
+            try:
+                if self._ready():
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise PlantbusError(f"{self.what} did not answer on 127.0.0.1:{self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after 10 s)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop, stay down `down_for` seconds, start again on the same port with the same data."""
+        self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.start()
+
+    def close(self) -> None:
+        """Stop and remove the data if the directory was ours."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+
+
+class LocalMosquitto(LocalServer):
     """Runs `mosquitto -c <generated conf>` on a loopback port; restartable on the same port."""
+
+    prefix = "plantbus-mosquitto-"
+    what = "mosquitto"
+    log_name = "mosquitto.log"
 
     def __init__(
         self,
@@ -56,12 +144,9 @@ class LocalMosquitto:
         extra_conf: str = "",
         base_conf: Path | None = None,
     ) -> None:
-        self.port = port or free_port()
+        super().__init__(port, workdir)
         self.base_conf = base_conf
-        self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="plantbus-mosquitto-"))
         self.extra_conf = extra_conf
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -94,52 +179,13 @@ class LocalMosquitto:
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
+    def _command(self) -> list[str]:
+        return [mosquitto_binary(), "-c", str(self._write_conf())]
+
+    def _ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            return True
+
     def start(self, timeout: float = 10.0) -> LocalMosquitto:
-        conf = self._write_conf()
-        log = open(self.workdir / "mosquitto.log", "ab")
-        # Own session: a Ctrl-C meant for the demo must not kill the broker before the others said goodbye.
-        self.proc = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise PlantbusError(
-                    f"mosquitto exited with {self.proc.returncode}; see {self.workdir / 'mosquitto.log'}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise PlantbusError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout} s")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def restart(self, down_for: float = 0.0) -> None:
-        self.stop()
-        if down_for:
-            time.sleep(down_for)
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> LocalMosquitto:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().start(timeout)
+        return self

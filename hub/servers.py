@@ -9,7 +9,6 @@ InfluxQL) run the same way, for the InfluxDB historian.
 
 from __future__ import annotations
 
-import abc
 
 import glob
 import os
@@ -20,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hub.broker import free_port
+from hub.broker import LocalServer, free_port
 from hub.errors import PlantbusError
 
 
@@ -127,86 +126,7 @@ def _http_post(url: str, body: bytes, timeout: float = 10.0, content_type: str =
         return exc.code, exc.read()
 
 
-class _LocalProcessServer(abc.ABC):
-    """A server binary of our own on a free loopback port; `restart()` keeps the port and the data."""
-
-    prefix = "plantbus-server-"
-    what = "server"
-
-    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
-        self.port = port or free_port()
-        self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=self.prefix))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """The HTTP base URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @abc.abstractmethod
-    def _command(self) -> list[str]:
-        """The server's command line."""
-
-    @abc.abstractmethod
-    def _ready(self) -> bool:
-        """True once the server answers requests."""
-
-    def start(self, timeout: float = 30.0) -> _LocalProcessServer:
-        """Start and wait until the server answers."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "server.log", "ab")
-        # Own session: a Ctrl-C meant for a test run must not kill the server behind the test's back.
-        self.proc = subprocess.Popen(self._command(), stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
-                raise PlantbusError(f"{self.what} exited with {self.proc.returncode}: {tail}")
-            try:
-                if self._ready():
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise PlantbusError(f"{self.what} did not answer on 127.0.0.1:{self.port} within {timeout} s")
-
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL after 10 s)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def restart(self, down_for: float = 0.0) -> None:
-        """Stop, stay down `down_for` seconds, start again on the same port with the same data."""
-        self.stop()
-        if down_for:
-            time.sleep(down_for)
-        self.start()
-
-    def close(self) -> None:
-        """Stop and remove the data if the directory was ours."""
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class LocalVictoriaMetrics(_LocalProcessServer):
+class LocalVictoriaMetrics(LocalServer):
     """Debian's `victoria-metrics`: accepts InfluxDB line protocol on `/api/v2/write` (and `/write`).
 
     Read back with `export(match)`: series are named `<measurement>_<field>`, tags become labels. No
@@ -252,7 +172,7 @@ class LocalVictoriaMetrics(_LocalProcessServer):
         return [json.loads(line) for line in body.decode().splitlines() if line.strip()]
 
 
-class LocalInfluxDB(_LocalProcessServer):
+class LocalInfluxDB(LocalServer):
     """Debian's `influxd` (1.6.7): v1 `/write` line protocol and InfluxQL `/query`; no auth, no reporting."""
 
     prefix = "plantbus-influx-"
