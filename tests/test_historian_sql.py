@@ -182,6 +182,43 @@ async def test_replayed_batches_are_stored_once_and_rollups_never_count_twice(hi
         assert_buckets_match(again, brute_buckets(points, T0, T0 + HOUR, bucket), f"after replay, {bucket}")
 
 
+async def test_a_value_changed_twice_in_one_millisecond_keeps_the_newest_in_raw_and_every_rollup(historian):
+    # An edge node may send 11.0, 12.5 and 14.0 for one metric within the same millisecond: the last is the
+    # truth. Some arrive in one batch, some in later ones (the bus batches by time), some land on a minute
+    # edge where the next bucket carries the value in; rollups must equal a fresh computation of the final series.
+    rng = random.Random(5)
+    points = messy_series(rng, T0, 2 * HOUR, 400)
+    for order in arrival_batches(rng, points):
+        await historian.write_records(numeric_records(PATH_A, points, order))
+    final = dict(points)
+    stamps = sorted(points)
+    newest = stamps[-1]
+    # same ms, separate later batches (the console case), the newest stored sample included
+    for ts in (newest, stamps[10], stamps[200]):
+        for value in (final[ts] + 1.5, final[ts] + 3.0):
+            await historian.write_records(numeric_records(PATH_A, {ts: value}))
+            final[ts] = value
+    # same ms twice in one batch, after the stored ones: the later arrival wins
+    t_new = newest + 30_000
+    batch = numeric_records(PATH_A, {t_new: 1.0}) + numeric_records(PATH_A, {t_new: 2.0})
+    assert await historian.write_records(batch) == 1
+    final[t_new] = 2.0
+    end = t_new + 1
+    assert (await historian.latest(PATH_A))[PATH_A].value == 2.0
+    raw = (await historian.query_raw(PATH_A, 0, 2**62))[PATH_A]
+    assert {p.ts: p.value for p in raw} == final
+    for bucket in (MIN, HOUR):
+        for tier in (Tier.RAW, Tier.MINUTE if bucket == MIN else Tier.HOUR):
+            got = (await historian.query_buckets(PATH_A, T0, end, bucket, tier=tier))[PATH_A].buckets
+            start = T0 - T0 % bucket
+            stop = end - end % bucket + bucket
+            assert_buckets_match(got, brute_buckets(final, start, stop, bucket), f"{bucket} from {tier}")
+    # an identical replay of a corrected sample is still a replay: nothing new, nothing replaced
+    replaced = historian.diagnostics()["replaced_same_ms"]
+    assert await historian.write_records(numeric_records(PATH_A, {newest: final[newest]})) == 0
+    assert historian.diagnostics()["replaced_same_ms"] == replaced == 6
+
+
 async def test_a_second_writer_on_the_same_paths_cannot_make_rollups_double_count(historian):
     # Two historian objects on one database: each one's idea of a path's newest sample goes stale.
     other = SqlHistorian(historian.url)

@@ -215,6 +215,41 @@ def _fold_appended(
         i = j
 
 
+def _newest_per_timestamp(group: list[Record]) -> list[Record]:
+    """A sorted batch with one record per timestamp: the one that arrived last, the newest reading of that ms."""
+    if len(group) < 2:
+        return group
+    out: list[Record] = []
+    for record in group:
+        if out and out[-1][1] == record[1]:
+            out[-1] = record
+        else:
+            out.append(record)
+    return out
+
+
+def _bucket_from_samples(
+    bucket: int, size: int, samples: list[tuple[int, float | None, str | None]], carried: float | None
+) -> list[Any]:
+    """One rollup row (without path and bucket) computed from all raw samples of the bucket, oldest first, and
+    the value carried in from the sample before it; the same figures `_accumulate` builds up incrementally."""
+    nums = [s[1] for s in samples if s[1] is not None]
+    tw_int, tw_dur = 0.0, 0
+    if carried is not None:
+        tw_int += carried * (samples[0][0] - bucket)
+        tw_dur += samples[0][0] - bucket
+    for i, (ts, num, _) in enumerate(samples):
+        if num is not None:
+            seg = (samples[i + 1][0] if i + 1 < len(samples) else bucket + size) - ts
+            tw_int += num * seg
+            tw_dur += seg
+    first, last = samples[0], samples[-1]
+    return [
+        len(samples), len(nums), min(nums, default=None), max(nums, default=None), float(sum(nums)),
+        first[0], first[1], first[2], last[0], last[1], last[2], tw_int, tw_dur,
+    ]
+
+
 def _rollup_rows(deltas: dict[tuple[int, int], list[Any]]) -> list[tuple[Any, ...]]:
     return [(pid, bucket, *d) for (pid, bucket), d in deltas.items()]
 
@@ -571,6 +606,7 @@ class SqlHistorian:
         self._last: dict[int, tuple[int, float | None] | None] = {}
         self.stored = 0
         self.duplicates = 0
+        self.replaced = 0
         self.batches = 0
         self.careful_redos = 0
         self.last_write_ms: int | None = None
@@ -720,21 +756,26 @@ class SqlHistorian:
         minute: dict[tuple[int, int], list[Any]] = {}
         hour: dict[tuple[int, int], list[Any]] = {}
         new_last: dict[int, Any] = {}
+        replaced: list[tuple[int, int, Any, Any, Any]] = []
         for path, group in groups.items():
             pid = ids[path]
             group.sort(key=_TS)
+            group = _newest_per_timestamp(group)
             last = self._last.get(pid, _UNKNOWN)
             if last is _UNKNOWN:
                 last = self._load_last(conn, pid)
             if not careful and (last is None or group[0][1] > last[0]):
                 new_last[pid] = self._append(pid, group, last, rows, minute, hour)
             else:
-                new_last[pid] = self._merge(conn, pid, group, rows, minute, hour)
+                new_last[pid] = self._merge(conn, pid, group, rows, minute, hour, replaced)
         inserted = store.insert_samples(conn, rows)
         if inserted != len(rows):
             raise _Inconsistent
         store.upsert_rollups(conn, Tier.MINUTE, _rollup_rows(minute))
         store.upsert_rollups(conn, Tier.HOUR, _rollup_rows(hour))
+        if replaced:
+            self._replace(conn, replaced)
+        inserted += len(replaced)
         conn.commit() if store.kind == "postgresql" else conn.execute("COMMIT")
         for pid, last in new_last.items():
             if last is _UNKNOWN:
@@ -788,11 +829,6 @@ class SqlHistorian:
             _accumulate(hour, pid, HOUR_MS, ts, num, text, p_ts, p_num, None)
             return ts, num
         tss = [r[1] for r in group]
-        if len(tss) > 1 and len(set(tss)) != len(tss):
-            # The same timestamp twice in one batch: the first one counts (the sort was stable).
-            seen: set[int] = set()
-            group = [r for r in group if not (r[1] in seen or seen.add(r[1]))]  # type: ignore[func-returns-value]
-            tss = [r[1] for r in group]
         rows.extend([(pid, r[1], r[2], r[3], r[4]) for r in group])
         nums = [r[2] for r in group]
         _fold_appended(minute, pid, MINUTE_MS, group, tss, nums, p_ts, p_num)
@@ -807,14 +843,24 @@ class SqlHistorian:
         rows: list[tuple[Any, ...]],
         minute: dict[tuple[int, int], list[Any]],
         hour: dict[tuple[int, int], list[Any]],
+        replaced: list[tuple[int, int, Any, Any, Any]],
     ) -> Any:
-        """Late or replayed samples: place each between the stored samples around it."""
+        """Late or replayed samples: place each between the stored samples around it.
+
+        A sample whose (path, ts) is stored with the same value is a replay and skipped; with another value
+        or quality it is a newer reading of the same millisecond (a value changed twice within 1 ms): it
+        replaces the stored one, see `_replace`."""
         sql = self._store.sql
         lo, hi = group[0][1], group[-1][1]
-        stored = conn.execute(
-            sql("SELECT ts, num FROM historian_samples WHERE path_id = ? AND ts >= ? AND ts <= ? ORDER BY ts"),
+        stored_rows = conn.execute(
+            sql(
+                "SELECT ts, num, txt, quality FROM historian_samples WHERE path_id = ? AND ts >= ? AND ts <= ? "
+                "ORDER BY ts"
+            ),
             (pid, lo, hi),
         ).fetchall()
+        stored_values = {row[0]: tuple(row[1:]) for row in stored_rows}
+        stored = [(row[0], row[1]) for row in stored_rows]
         before = conn.execute(
             sql("SELECT ts, num FROM historian_samples WHERE path_id = ? AND ts < ? ORDER BY ts DESC LIMIT 1"),
             (pid, lo),
@@ -828,6 +874,9 @@ class SqlHistorian:
         append = rows.append
         for _, ts, num, text, quality, _ in group:
             if ts in existing:
+                if ts in stored_values and stored_values[ts] != (num, text, quality):
+                    replaced.append((pid, ts, num, text, quality))
+                    line_num[bisect.bisect_left(line_ts, ts)] = num
                 continue
             existing.add(ts)
             i = bisect.bisect_left(line_ts, ts)
@@ -841,6 +890,42 @@ class SqlHistorian:
         if after is None and line_ts:
             return line_ts[-1], line_num[-1]
         return _UNKNOWN
+
+    def _replace(self, conn: Any, replaced: list[tuple[int, int, Any, Any, Any]]) -> None:
+        """Overwrite stored samples with newer readings of the same millisecond, then rebuild from the raw rows
+        every rollup bucket they shaped: their own, and the next sample's when that lies in a later bucket
+        (whose start carries the replaced value in)."""
+        sql = self._store.sql
+        buckets: set[tuple[Tier, int, int]] = set()
+        for pid, ts, num, text, quality in replaced:
+            conn.execute(
+                sql("UPDATE historian_samples SET num = ?, txt = ?, quality = ? WHERE path_id = ? AND ts = ?"),
+                (num, text, quality, pid, ts),
+            )
+            after = conn.execute(
+                sql("SELECT ts FROM historian_samples WHERE path_id = ? AND ts > ? ORDER BY ts LIMIT 1"), (pid, ts)
+            ).fetchone()
+            for tier, size in ((Tier.MINUTE, MINUTE_MS), (Tier.HOUR, HOUR_MS)):
+                buckets.add((tier, pid, ts - ts % size))
+                if after is not None:
+                    buckets.add((tier, pid, after[0] - after[0] % size))
+        for tier, pid, bucket in sorted(buckets):
+            size = MINUTE_MS if tier is Tier.MINUTE else HOUR_MS
+            samples = conn.execute(
+                sql("SELECT ts, num, txt FROM historian_samples WHERE path_id = ? AND ts >= ? AND ts < ? ORDER BY ts"),
+                (pid, bucket, bucket + size),
+            ).fetchall()
+            before = conn.execute(
+                sql("SELECT num FROM historian_samples WHERE path_id = ? AND ts < ? ORDER BY ts DESC LIMIT 1"),
+                (pid, bucket),
+            ).fetchone()
+            table = ROLLUP_TABLES[tier]
+            conn.execute(sql(f"DELETE FROM {table} WHERE path_id = ? AND bucket = ?"), (pid, bucket))
+            if samples:
+                row = _bucket_from_samples(bucket, size, samples, before[0] if before else None)
+                marks = ", ".join(["?"] * 15)
+                conn.execute(sql(f"INSERT INTO {table} ({_ROLLUP_COLUMNS}) VALUES ({marks})"), (pid, bucket, *row))
+        self.replaced += len(replaced)
 
     # ------------------------------------------------------------------ reading
 
@@ -1060,6 +1145,7 @@ class SqlHistorian:
             "database": self._store.describe(),
             "stored": self.stored,
             "duplicates_skipped": self.duplicates,
+            "replaced_same_ms": self.replaced,
             "batches": self.batches,
             "careful_redos": self.careful_redos,
             "last_write_ms": self.last_write_ms,
