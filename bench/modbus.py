@@ -4,18 +4,21 @@
 A Hub (primary host + UNS mirror) runs one Modbus connector (loaded as a plugin, as in production) against a
 ModbusSimulator on loopback with `--devices` devices of `--registers` uint16 tags each, polled as fast as
 `--interval` allows. A writer task changes every register between polls so that every poll is a change and
-travels as DDATA -> host -> retained JSON on `uns/...`; a plain MQTT subscriber counts the JSON messages.
+travels as DDATA -> host -> retained JSON on `uns/...`; a plain paho subscriber in its own process
+(bench/receiver.py, as in bench/run.py) counts the JSON messages.
 
 Printed: registers/s read from Modbus (requests/s alongside), values/s published as DDATA, values/s that
-arrived in the UNS mirror, and the share of polled values that reached the mirror. Everything (simulator,
-broker client, edge node, host, mirror) shares one process and event loop, so the figures are a floor. Not run by the tests; `python bench/modbus.py --seconds 10`.
+the mirror published and that arrived at the subscriber, and the share of polled values that reached it. The
+simulator, edge node, host and mirror share one process and event loop, so the figures are a floor. Not run by the tests; `python bench/modbus.py --seconds 10`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,15 +73,14 @@ async def bench(seconds: float, devices: int, registers: int, interval: float) -
                 }
             )
             hub = Hub(config, plugins=[("modbus", modbus_plugin)])
-            mirrored = 0
-
-            async def count_mirror() -> None:
-                nonlocal mirrored
-                async with make_client(BrokerUrl.parse(broker.url), "bench-uns") as client:
-                    await client.subscribe("uns/plant1/salad-plc/#")
-                    async for message in client.messages:
-                        if not message.topic.value.endswith("_status"):
-                            mirrored += 1
+            receiver = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench/receiver.py"), str(broker.port), "uns/plant1/salad-plc/#",
+                 str(10**9), "5", "/unit"],
+                stdout=subprocess.PIPE, text=True,
+            )
+            assert receiver.stdout is not None
+            if receiver.stdout.readline().strip() != "ready":
+                raise RuntimeError("the receiver did not start")
 
             async def change_registers() -> None:
                 value = 0
@@ -89,7 +91,6 @@ async def bench(seconds: float, devices: int, registers: int, interval: float) -
                     await asyncio.sleep(interval / 2)
 
             hub_task = asyncio.create_task(hub.run())
-            watcher = asyncio.create_task(count_mirror())
             changer = asyncio.create_task(change_registers())
             try:
                 status = hub.connectors.status["salad_plc"]
@@ -100,26 +101,40 @@ async def bench(seconds: float, devices: int, registers: int, interval: float) -
 
                 edge = status.connector.edge  # type: ignore[attr-defined]
 
-                def totals() -> tuple[int, int, int]:
-                    read = sum(c.values_read for c in coordinators)
-                    return read, sum(c.requests for c in coordinators), edge.stats.metrics_published
+                mirror = hub.mirror
+                assert mirror is not None
 
-                read0, req0, pub0 = totals()
-                mirrored0 = mirrored
+                def totals() -> tuple[int, int, int, int]:
+                    read = sum(c.values_read for c in coordinators)
+                    requests = sum(c.requests for c in coordinators)
+                    return read, requests, edge.stats.metrics_published, mirror.published
+
+                read0, req0, pub0, mir0 = totals()
                 t0 = time.perf_counter()
                 await asyncio.sleep(seconds)
                 elapsed = time.perf_counter() - t0
-                read1, req1, pub1 = totals()
-                got = mirrored - mirrored0
+                read1, req1, pub1, mir1 = totals()
+                changer.cancel()
+                await asyncio.sleep(1.0)  # let the last values through before the count closes
+                receiver.terminate()
+                out, _ = await asyncio.to_thread(receiver.communicate, timeout=60)
+                result = json.loads(out.strip().splitlines()[-1])
             finally:
-                for task in (changer, watcher, hub_task):
+                if receiver.poll() is None:
+                    receiver.kill()
+                for task in (changer, hub_task):
                     task.cancel()
-                await asyncio.gather(changer, watcher, hub_task, return_exceptions=True)
+                await asyncio.gather(changer, hub_task, return_exceptions=True)
+    got, first, last = result["received"], result["first_ms"], result["last_ms"]
+    rx_rate = got / ((last - first) / 1000) if got and last and first and last > first else 0.0
     reg_rate = (read1 - read0) / elapsed
     print(f"Modbus poll: {devices} device(s) x {registers} registers, interval {interval} s, {elapsed:.1f} s")
     print(f"  registers read from Modbus: {reg_rate:,.0f} registers/s ({(req1 - req0) / elapsed:,.0f} requests/s)")
     print(f"  values published by the edge node (DDATA): {(pub1 - pub0) / elapsed:,.0f} values/s")
-    print(f"  values reaching the UNS mirror: {got / elapsed:,.0f} values/s ({got / max(read1 - read0, 1):.0%} of polled)")
+    print(f"  values published on the UNS by the mirror: {(mir1 - mir0) / elapsed:,.0f} values/s "
+          f"({(mir1 - mir0) / max(pub1 - pub0, 1):.0%} of DDATA values)")
+    print(f"  values arriving at a paho subscriber in another process: {rx_rate:,.0f} values/s "
+          f"(p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms from the poll's timestamp)")
 
 
 def main() -> None:
