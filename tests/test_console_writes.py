@@ -168,7 +168,7 @@ async def test_operator_write_confirmed_in_dialog_reaches_the_edge_node_and_the_
         await ui(type_value, browser, "42.5")
         (await ui(visible_buttons, browser, "Write…"))[0].click()
         await wait_ui(lambda: "Send 42.5 to " + TAG in page_text(browser), what="the confirmation dialog")
-        (await wait_ui(lambda: visible_buttons(browser, "Sent"), what="the confirm button"))[0].click()
+        (await wait_ui(lambda: visible_buttons(browser, "Send"), what="the confirm button"))[0].click()
         await wait_ui(lambda: line.received, 10, "the edge node to receive the write")
         assert line.received == [(DEVICE, METRIC, 42.5)]  # only the confirmed write, never the cancelled 99
         await wait_ui(lambda: detail_value(browser) == "42.5", 10, "the UNS to show 42.5")

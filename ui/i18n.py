@@ -45,7 +45,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "write.value": {"en": "New value", "ru": "Новое значение"},
     "write.button": {"en": "Write…", "ru": "Записать…"},
     "write.confirm": {"en": "Send {value} to {path}?", "ru": "Отправить {value} в {path}?"},
-    "write.ok": {"en": "Sent", "ru": "Отправлено"},
+    "write.ok": {"en": "Send", "ru": "Отправить"},
     "write.cancel": {"en": "Cancel", "ru": "Отмена"},
     "write.failed": {"en": "Write failed: {error}", "ru": "Запись не удалась: {error}"},
     "write.done": {"en": "Command sent to {path}", "ru": "Команда отправлена в {path}"},
