@@ -19,7 +19,7 @@ def test_compose_file_validates_with_docker_compose():
             pytest.fail("docker-compose is missing: scripts/setup.sh test should have installed it")
         pytest.skip("docker-compose not installed (scripts/setup.sh test installs it)")
     env = {**os.environ, "PLANTBUS_MQTT_PASSWORD": "x", "PLANTBUS_DB_PASSWORD": "y", "PLANTBUS_INFLUX_PASSWORD": "z",
-           "PLANTBUS_INFLUX_TOKEN": "t"}
+           "PLANTBUS_INFLUX_TOKEN": "t", "PLANTBUS_CV_MQTT_PASSWORD": "c"}
     result = subprocess.run(
         ["docker-compose", "-f", "compose.yaml", "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True
     )
@@ -30,7 +30,7 @@ def test_compose_refuses_to_start_the_hub_without_its_broker_password():
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose not installed")
     env = {k: v for k, v in os.environ.items() if k != "PLANTBUS_MQTT_PASSWORD"}
-    env.update(PLANTBUS_DB_PASSWORD="y", PLANTBUS_INFLUX_PASSWORD="z", PLANTBUS_INFLUX_TOKEN="t")
+    env.update(PLANTBUS_DB_PASSWORD="y", PLANTBUS_INFLUX_PASSWORD="z", PLANTBUS_INFLUX_TOKEN="t", PLANTBUS_CV_MQTT_PASSWORD="c")
     result = subprocess.run(
         ["docker-compose", "-f", "compose.yaml", "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True
     )
