@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from connectors.base import Connector, ConnectorContext, ConnectorType
 from hub.config import explain_errors
-from hub.errors import ConfigError
+from hub.errors import AuthenticationFailed, ConfigError
 from hub.sparkplug.payload import now_ms
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class ConnectorStatus:
     type: str
     group_id: str
     edge_node_id: str
-    state: str = "configured"  # configured, running, failing, stopped
+    state: str = "configured"  # configured, running, failing, auth_failed, stopped
     last_error: str | None = None
     last_error_at: int | None = None
     restarts: int = 0
@@ -135,13 +135,17 @@ class ConnectorRunner:
                 if loop.time() - started > self.backoff_max_s:
                     failures = 0  # it ran well for a while: a new failure streak, logged again
                 failures += 1
-                status.state = "failing"
+                auth = isinstance(exc, AuthenticationFailed)
+                status.state = "auth_failed" if auth else "failing"
                 status.last_error = f"{type(exc).__name__}: {exc}"
                 status.last_error_at = now_ms()
                 status.restarts += 1
                 if failures == 1:
                     log.error("connector %s failed (%s); restarting with backoff", name, status.last_error,
-                              exc_info=True)
+                              exc_info=not auth)
+                if auth:
+                    # Knocking with a wrong password every second locks accounts on some servers.
+                    failures = max(failures, 11)
             delay = min(self.backoff_max_s, self.backoff_min_s * 2 ** min(failures - 1, 10))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 

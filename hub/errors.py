@@ -21,3 +21,8 @@ class PayloadError(PlantbusError):
 
 class WriteError(PlantbusError):
     """A write to a device cannot be sent (unknown path, read-only, wrong type, node offline)."""
+
+
+class AuthenticationFailed(PlantbusError):
+    """A server refused our identity (wrong password, anonymous not allowed, rejected certificate): retrying soon
+    cannot help until someone fixes the credentials, so supervisors retry it only at their slowest pace."""

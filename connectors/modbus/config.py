@@ -7,9 +7,10 @@ is loaded, so that a wrong map is refused with a message that says how to fix it
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.base import ConnectorSettings
 from hub.sparkplug.payload import DataType
@@ -25,6 +26,12 @@ MAX_ADDRESS = 65535
 MAX_READ_REGISTERS = 125  # Modbus application protocol 1.1b3, function 03/04
 MAX_READ_BITS = 2000  # function 01/02
 MAX_WRITE_REGISTERS = 123  # function 16
+
+# Rates serial Modbus devices and USB/RS-485 adapters offer; anything else is almost always a typo (19300).
+BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 76800, 115200, 230400, 460800, 921600)
+_PARITY = {"n": "N", "none": "N", "e": "E", "even": "E", "o": "O", "odd": "O"}
+# A device node (/dev/ttyUSB0, /dev/serial/by-id/...), a Windows port (COM3) or a pyserial URL for a serial server.
+_SERIAL_PORT = re.compile(r"^(/\S+|COM[1-9][0-9]*|(rfc2217|socket)://[^\s/:]+:[0-9]{1,5})$")
 
 _WIDTH = {"int16": 1, "uint16": 1, "bit": 1, "int32": 2, "uint32": 2, "float32": 2, "float64": 4}
 
@@ -143,17 +150,49 @@ class ModbusDevice(_Model):
     protocol: Literal["tcp", "rtu"] = "tcp"
     host: str | None = Field(None, description="PLC address for protocol tcp")
     port: int = Field(502, ge=1, le=65535, description="TCP port for protocol tcp")
-    serial_port: str | None = Field(None, description="serial device for protocol rtu, e.g. /dev/ttyUSB0")
-    baudrate: int = Field(19200, gt=0)
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    unit_id: int = Field(1, ge=0, le=247, description="Modbus unit (slave) id")
+    serial_port: str | None = Field(
+        None,
+        description="serial device for protocol rtu: /dev/ttyUSB0, COM3, or rfc2217://host:port of a serial server",
+    )
+    baudrate: int = Field(19200, description="serial line speed (rtu): 9600, 19200, 38400, 57600, 115200 …")
+    parity: Literal["N", "E", "O"] = Field("N", description="serial parity (rtu): N (none), E (even), O (odd)")
+    stopbits: Literal[1, 2] = Field(1, description="serial stop bits (rtu); Modbus asks for 2 with parity N")
+    bytesize: Literal[7, 8] = Field(8, description="serial data bits (rtu); Modbus RTU uses 8")
+    unit_id: int = Field(
+        1, ge=0, le=247, description="Modbus unit (slave) id; on a serial line each device has its own"
+    )
     timeout_s: float = Field(2.0, gt=0, description="how long to wait for each answer")
     max_gap: int = Field(0, ge=0, le=MAX_READ_REGISTERS, description="unused registers/bits a read may span to merge blocks")
     max_registers_per_read: int = Field(MAX_READ_REGISTERS, ge=1, le=MAX_READ_REGISTERS)
     max_bits_per_read: int = Field(MAX_READ_BITS, ge=1, le=MAX_READ_BITS)
     groups: list[TagGroup] = Field(min_length=1)
+
+    @field_validator("parity", mode="before")
+    @classmethod
+    def _parity(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in _PARITY:
+            return _PARITY[value.strip().lower()]
+        raise ValueError(f"parity {value!r} is not a serial parity; use N (none), E (even) or O (odd)")
+
+    @field_validator("baudrate")
+    @classmethod
+    def _baudrate(cls, value: int) -> int:
+        if value not in BAUDRATES:
+            raise ValueError(
+                f"baudrate {value} is not a standard serial rate; use one of {', '.join(map(str, BAUDRATES))} "
+                "(the device's manual or front panel shows it)"
+            )
+        return value
+
+    @field_validator("serial_port")
+    @classmethod
+    def _serial_port(cls, value: str | None) -> str | None:
+        if value is not None and not _SERIAL_PORT.match(value):
+            raise ValueError(
+                f"serial_port {value!r} is not a serial port; write the device path like /dev/ttyUSB0 or "
+                "/dev/serial/by-id/usb-FTDI_…, COM3 on Windows, or rfc2217://10.0.0.9:4001 for a serial server"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ModbusDevice:
@@ -162,6 +201,15 @@ class ModbusDevice(_Model):
             raise ValueError(f"{where} uses protocol tcp: give host (the PLC's IP address or name)")
         if self.protocol == "rtu" and not self.serial_port:
             raise ValueError(f"{where} uses protocol rtu: give serial_port, e.g. /dev/ttyUSB0")
+        if self.protocol == "tcp" and self.serial_port:
+            raise ValueError(f"{where} uses protocol tcp but sets serial_port: remove it, or set protocol: rtu")
+        if self.protocol == "rtu" and self.host:
+            raise ValueError(f"{where} uses protocol rtu but sets host: remove it, or set protocol: tcp")
+        if self.protocol == "rtu" and self.unit_id == 0:
+            raise ValueError(
+                f"{where}: unit_id 0 is the broadcast address on a serial line and no device answers it; "
+                "give the device's own address (1..247)"
+            )
         seen: dict[str, str] = {}
         for tag in self.tags():
             if tag.name.lower() in seen:
@@ -199,6 +247,11 @@ class ModbusDevice(_Model):
         """Where the device is, for messages."""
         return f"{self.host}:{self.port}" if self.protocol == "tcp" else f"{self.serial_port} (unit {self.unit_id})"
 
+    @property
+    def line(self) -> tuple[str, int, str, int, int]:
+        """The serial line settings (rtu): port, baudrate, parity, stop bits, data bits."""
+        return (self.serial_port or "", self.baudrate, self.parity, self.stopbits, self.bytesize)
+
 
 class ModbusSettings(ConnectorSettings):
     """A Modbus TCP/RTU connector: one Sparkplug edge node for one or more Modbus devices."""
@@ -215,6 +268,26 @@ class ModbusSettings(ConnectorSettings):
             if device.device_id.lower() in seen:
                 raise ValueError(f"device_id {device.device_id!r} is used twice; every device needs its own id")
             seen.add(device.device_id.lower())
+        # Devices on one serial port share one RS-485 line: one set of line settings, one address each.
+        lines: dict[str, ModbusDevice] = {}
+        for device in self.devices:
+            if device.protocol != "rtu":
+                continue
+            first = lines.setdefault(device.serial_port or "", device)
+            if first is device:
+                continue
+            if first.line != device.line:
+                ours, theirs = ("/".join(map(str, d.line[1:])) for d in (first, device))
+                raise ValueError(
+                    f"devices {first.device_id!r} and {device.device_id!r} share serial port {device.serial_port} "
+                    f"but not its settings ({ours} vs {theirs} baud/parity/stop/data bits): every device on one "
+                    "line must use the same"
+                )
+            if first.unit_id == device.unit_id:
+                raise ValueError(
+                    f"devices {first.device_id!r} and {device.device_id!r} both use unit_id {device.unit_id} on "
+                    f"serial port {device.serial_port}: every device on one line needs its own address"
+                )
         if self.backoff_max_s < self.backoff_min_s:
             raise ValueError("backoff_max_s must be >= backoff_min_s")
         return self

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
 from typing import Any
 
+from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from connectors.base import ConnectorContext
 from connectors.modbus.codec import ReadBlock, encode, encode_bit, plan_reads
 from connectors.modbus.config import BIT_TABLES, ModbusDevice, ModbusSettings, ModbusTag, TagGroup
-from hub.errors import PlantbusError, WriteError
+from hub.errors import ConfigError, PlantbusError, WriteError
 from hub.sparkplug.edge import EdgeNode, Quality
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,12 @@ _EXCEPTION_NAMES = {
     11: "gateway target device failed to respond",
 }
 ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
+try:
+    from termios import error as _TermiosError  # pyserial lets a port's refused line settings through as this
+except ImportError:  # not on Windows
+    _TermiosError = OSError  # type: ignore[misc,assignment]
+# What opening a client can raise: refused/absent peer or port, and settings a serial port rejects.
+_OPEN_ERRORS = (TimeoutError, OSError, ModbusException, ValueError, _TermiosError)
 
 
 class DeviceUnavailable(PlantbusError):
@@ -41,6 +50,7 @@ def make_client(device: ModbusDevice) -> ModbusClient:
     if device.protocol == "rtu":
         return AsyncModbusSerialClient(
             device.serial_port or "",
+            framer=FramerType.RTU,
             baudrate=device.baudrate,
             parity=device.parity,
             stopbits=device.stopbits,
@@ -59,6 +69,61 @@ def _exception_text(response: Any) -> str:
     return f"exception {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})" if code is not None else str(response)
 
 
+class Link:
+    """The wire to one or more devices: a TCP connection for one device, or a serial line shared by its units.
+
+    Its lock puts one request at a time on the wire, so the polls and writes of every unit on an RS-485 line
+    take turns, as the bus requires; the port is opened once for all of them (pyserial opens it exclusively).
+    """
+
+    def __init__(self, device: ModbusDevice, client_factory: Callable[[ModbusDevice], ModbusClient]) -> None:
+        self.device = device  # the first device on the link: it gives the port settings
+        self.lock = asyncio.Lock()
+        self._client_factory = client_factory
+        self._client: ModbusClient | None = None
+
+    async def connected(self, label: str) -> ModbusClient:
+        """The open client, opening it first if needed; DeviceUnavailable when it cannot be opened."""
+        client = self._client
+        if client is not None and client.connected:
+            return client
+        self.drop()
+        device = self.device
+        if device.protocol == "rtu" and (device.serial_port or "").startswith("/") and not os.path.exists(
+            device.serial_port or ""
+        ):
+            raise DeviceUnavailable(
+                f"Modbus device {label}: serial port {device.serial_port} does not exist — check that the "
+                "RS-485 adapter is plugged in and the path (ls /dev/serial/by-id)"
+            )
+        client = self._client_factory(device)
+        try:
+            ok = await asyncio.wait_for(client.connect(), device.timeout_s + 1.0)
+            why = ""
+        except _OPEN_ERRORS as exc:
+            ok, why = False, f" ({exc})" if str(exc) else f" ({type(exc).__name__})"
+        if not ok:
+            client.close()
+            if device.protocol == "rtu":
+                raise DeviceUnavailable(
+                    f"Modbus device {label} cannot open serial port {device.serial_port}{why} — check that no other "
+                    f"program holds it and that it supports {device.baudrate} baud, parity {device.parity}, "
+                    f"{device.stopbits} stop bit(s)"
+                )
+            raise DeviceUnavailable(
+                f"Modbus device {label} refused connection at {device.endpoint} (or did not answer "
+                f"within {device.timeout_s:g} s) — check the address or that the PLC is on"
+            )
+        self._client = client
+        return client
+
+    def drop(self) -> None:
+        """Close the client; the next request opens a fresh one."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
 class DeviceCoordinator:
     """Polls one Modbus device: one request per block feeds many tags; tag quality follows the last poll."""
 
@@ -69,6 +134,7 @@ class DeviceCoordinator:
         *,
         backoff: tuple[float, float] = (0.5, 30.0),
         client_factory: Callable[[ModbusDevice], ModbusClient] = make_client,
+        link: Link | None = None,
     ) -> None:
         self.device = device
         self.edge = edge
@@ -87,9 +153,8 @@ class DeviceCoordinator:
             for group in device.groups
         ]
         self._backoff = backoff
-        self._client_factory = client_factory
-        self._client: ModbusClient | None = None
-        self._lock = asyncio.Lock()  # one request at a time on the wire: polls and writes take turns
+        self.link = link or Link(device, client_factory)
+        self._lock = self.link.lock  # one request at a time on the wire: polls and writes take turns
         self._random = random.Random()
         self.failing: str | None = None  # the failure being reported, None while healthy
         self._bad_blocks: dict[tuple[str, int], str] = {}
@@ -103,28 +168,10 @@ class DeviceCoordinator:
     # ------------------------------------------------------------------ connection
 
     async def _connected(self) -> ModbusClient:
-        client = self._client
-        if client is not None and client.connected:
-            return client
-        self._drop_client()
-        client = self._client_factory(self.device)
-        try:
-            ok = await asyncio.wait_for(client.connect(), self.device.timeout_s + 1.0)
-        except (TimeoutError, OSError, ModbusException):
-            ok = False
-        if not ok:
-            client.close()
-            raise DeviceUnavailable(
-                f"Modbus device {self.label} refused connection at {self.device.endpoint} (or did not answer "
-                f"within {self.device.timeout_s:g} s) — check the address or that the PLC is on"
-            )
-        self._client = client
-        return client
+        return await self.link.connected(self.label)
 
     def _drop_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.link.drop()
 
     async def _request(self, call: Any) -> Any:
         """One request with a hard deadline; a transport failure drops the connection and is DeviceUnavailable."""
@@ -133,9 +180,15 @@ class DeviceCoordinator:
             return await asyncio.wait_for(call, self.device.timeout_s * 2)
         except (TimeoutError, OSError, ModbusException) as exc:
             self._drop_client()
+            hint = (
+                f"check its unit_id, the line settings ({self.device.baudrate} baud, parity {self.device.parity}) "
+                "and the RS-485 wiring"
+                if self.device.protocol == "rtu"
+                else "check the network or that the PLC is on"
+            )
             raise DeviceUnavailable(
                 f"Modbus device {self.label} stopped answering at {self.device.endpoint} "
-                f"({exc or type(exc).__name__}) — check the network or that the PLC is on"
+                f"({exc or type(exc).__name__}) — {hint}"
             ) from None
 
     # ------------------------------------------------------------------ polling
@@ -166,7 +219,8 @@ class DeviceCoordinator:
                     # Keep the cadence, but never try to catch up on polls a slow device made us miss.
                     due[i] = max(due[i] + self.plan[i][0].interval_s, now)
         finally:
-            self._drop_client()
+            if self.link.device is self.device:
+                self._drop_client()  # the link is this device's own; a shared line closes with its first device
 
     def _backoff_delay(self, attempt: int) -> float:
         low, high = self._backoff
@@ -306,7 +360,13 @@ class ModbusConnector:
             primary_host_id=context.primary_host_id,
             on_write=self._on_write,
         )
+        if any(d.protocol == "rtu" for d in settings.devices) and importlib.util.find_spec("serial") is None:
+            raise ConfigError(
+                f"Modbus connector {name}: protocol rtu needs the pyserial package, which is not installed; "
+                "install it (pip install pyserial==3.5) or use a Modbus TCP gateway"
+            )
         self.coordinators: dict[str, DeviceCoordinator] = {}
+        lines: dict[str, Link] = {}  # serial port -> the line its units share
         for device in settings.devices:
             target = self.edge.add_device(device.device_id)
             for tag in device.tags():
@@ -318,11 +378,15 @@ class ModbusConnector:
                     deadband=tag.deadband,
                     properties={"engUnit": tag.unit} if tag.unit else None,
                 )
+            link = None
+            if device.protocol == "rtu":
+                link = lines.setdefault(device.serial_port or "", Link(device, client_factory))
             self.coordinators[device.device_id] = DeviceCoordinator(
                 device,
                 self.edge,
                 backoff=(settings.backoff_min_s, settings.backoff_max_s),
                 client_factory=client_factory,
+                link=link,
             )
 
     async def _on_write(self, device_id: str | None, metric: str, value: Any) -> None:
@@ -339,6 +403,8 @@ class ModbusConnector:
                 for device_id, coordinator in self.coordinators.items():
                     tg.create_task(coordinator.run(), name=f"plantbus[connector:{self.name}].poll.{device_id}")
         finally:
+            for coordinator in self.coordinators.values():
+                coordinator.link.drop()  # shared serial lines too, whichever unit stopped first
             await self.edge.stop()
             self.edge.close()
 

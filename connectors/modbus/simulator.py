@@ -1,10 +1,15 @@
-"""A simulated Modbus TCP server (pymodbus) for the tests, the benchmark and the demo; counts the requests it serves."""
+"""A simulated Modbus server (pymodbus, TCP or RTU on a serial port) for the tests, the benchmark and the demo.
+
+It counts the requests it serves. On a serial port it behaves like units on an RS-485 line: a request for a
+unit id it does not have gets no answer at all (not an exception response), so the master times out.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pymodbus.server import ModbusTcpServer
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
@@ -13,14 +18,44 @@ from hub.broker import free_port
 _FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
-class ModbusSimulator:
-    """Modbus TCP server on a loopback port with `size` zeroed registers and bits per table for each unit id."""
+class _LineCore(SimCore):
+    """SimCore for a serial line: an unknown unit id is NoSuchIdException (silence), not unit 0's memory."""
 
-    def __init__(self, unit_ids: tuple[int, ...] = (1,), *, size: int = 1000, port: int | None = None) -> None:
-        self.port = port or free_port()
+    async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1) -> Any:
+        if device_id not in self.devices:
+            raise NoSuchIdException(f"no unit {device_id} on this line")
+        return await super().async_getValues(device_id, func_code, address, count)
+
+    async def async_setValues(self, device_id: int, func_code: int, address: int, values: Any) -> Any:
+        if device_id not in self.devices:
+            raise NoSuchIdException(f"no unit {device_id} on this line")
+        return await super().async_setValues(device_id, func_code, address, values)
+
+
+class ModbusSimulator:
+    """Modbus server with `size` zeroed registers and bits per table for each unit id.
+
+    TCP on a loopback port by default; with `serial_port` an RTU server on that port (e.g. one end of a
+    socat pseudo-terminal pair) with the given line settings.
+    """
+
+    def __init__(
+        self,
+        unit_ids: tuple[int, ...] = (1,),
+        *,
+        size: int = 1000,
+        port: int | None = None,
+        serial_port: str | None = None,
+        baudrate: int = 19200,
+        parity: str = "N",
+        stopbits: int = 1,
+    ) -> None:
+        self.serial_port = serial_port
+        self.line = {"baudrate": baudrate, "parity": parity, "stopbits": stopbits}
+        self.port = port or (0 if serial_port else free_port())
         self.host = "127.0.0.1"
         self.requests = 0  # requests received, all function codes
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         # The SimData/SimDevice datastore (pymodbus 3.16, the v4 model) numbers from protocol address 0; the
         # older ModbusSequentialDataBlock numbers from 1 and warns that it goes away (ENVIRONMENT-NOTES).
         def bits() -> list[SimData]:
@@ -31,7 +66,7 @@ class ModbusSimulator:
 
         self._devices = [SimDevice(unit, simdata=(bits(), bits(), registers(), registers())) for unit in unit_ids]
         # One memory for the simulator's whole life, so a restarted server serves what the stopped one held.
-        self.core = SimCore(self._devices)
+        self.core = (_LineCore if serial_port else SimCore)(self._devices)
 
     def _trace(self, sending: bool, pdu: Any) -> Any:
         if not sending:
@@ -40,7 +75,13 @@ class ModbusSimulator:
 
     async def start(self) -> None:
         """Listen (again) on the simulator's port."""
-        self._server = ModbusTcpServer(self._devices, address=(self.host, self.port), trace_pdu=self._trace)
+        if self.serial_port:
+            self._server = ModbusSerialServer(
+                self._devices, port=self.serial_port, ignore_missing_devices=True, trace_pdu=self._trace,
+                **self.line,  # type: ignore[arg-type]
+            )  # fmt: skip
+        else:
+            self._server = ModbusTcpServer(self._devices, address=(self.host, self.port), trace_pdu=self._trace)
         self._server.context = self.core
         await self._server.serve_forever(background=True)
 

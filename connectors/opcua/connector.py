@@ -26,7 +26,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
 from connectors.base import ConnectorContext
 from connectors.opcua.config import Deadband, Device, OpcUaSettings, Tag
-from hub.errors import ConfigError, PayloadError, PlantbusError, WriteError
+from hub.errors import AuthenticationFailed, ConfigError, PayloadError, PlantbusError, WriteError
 from hub.sparkplug.edge import EdgeNode, Quality
 from hub.sparkplug.payload import ARRAY_TYPES, DataType, coerce
 
@@ -49,6 +49,16 @@ ARRAY_OF: dict[ua.VariantType, DataType] = {
     _VT.DateTime: DataType.DateTimeArray,
 }  # fmt: skip
 _CURRENT_WRITE = 0x02  # AccessLevel bit (OPC UA Part 3, 8.57)
+# ActivateSession refusals: the identity is wrong, or of a kind the server does not take (e.g. anonymous).
+_AUTH_ERRORS = (
+    ua.uaerrors.BadUserAccessDenied, ua.uaerrors.BadIdentityTokenRejected, ua.uaerrors.BadIdentityTokenInvalid,
+    ua.uaerrors.BadUserSignatureInvalid,
+)  # fmt: skip
+# CreateMonitoredItems results that refuse the filter, not the node (Part 4 Table 65, Part 8 6.2).
+_FILTER_REFUSALS = frozenset({
+    ua.StatusCodes.BadFilterNotAllowed, ua.StatusCodes.BadMonitoredItemFilterUnsupported,
+    ua.StatusCodes.BadMonitoredItemFilterInvalid, ua.StatusCodes.BadDeadbandFilterInvalid,
+})  # fmt: skip
 # Errors that mean "this session is gone or never came": retry with backoff.
 _SESSION_ERRORS = (OSError, TimeoutError, ConnectionError, ua.UaError, asyncio.IncompleteReadError)
 
@@ -117,6 +127,7 @@ class TagState:
     server_writable: bool = False
     declared: bool = False
     problem: str | None = None  # why it is BAD, logged once per distinct problem
+    deadband_note: str | None = None  # why its deadband is not in effect this session (the tag still flows)
     logged: set[str] = field(default_factory=set)
 
     @property
@@ -163,6 +174,7 @@ class OpcUaConnector:
         self._changes: asyncio.Queue[tuple[TagState, ua.DataValue]] = asyncio.Queue()
         self._random = random.Random()
         self._failing: str | None = None
+        self.auth_failed: str | None = None  # the server's refusal of our identity, once it happened
         self.mode_in_use: str | None = None
         self.sessions = 0
         self.changes_received = 0
@@ -179,7 +191,9 @@ class OpcUaConnector:
             "sessions": self.sessions,
             "changes_received": self.changes_received,
             "failing": self._failing,
+            "auth_failed": self.auth_failed,
             "bad_tags": {t.label: t.problem for t in self._tags if t.problem},
+            "deadband_fallbacks": {t.label: t.deadband_note for t in self._tags if t.deadband_note},
             "edge_online": self.edge.online if self.edge is not None else False,
             "edge": vars(self.edge.stats) if self.edge is not None else None,
         }
@@ -277,10 +291,20 @@ class OpcUaConnector:
             await asyncio.wait_for(client.connect(), s.request_timeout_s * 2)
         except ConfigError:
             raise
-        except ua.uaerrors.BadUserAccessDenied:
-            self._fail(f"server at {s.endpoint} refused user {s.username!r}: check username and {s.password_env}")
+        except _AUTH_ERRORS as exc:
             await self._close_client()
-            return None
+            code = type(exc).__name__
+            if s.username is None:
+                message = (f"OPC UA server at {s.endpoint} refused an anonymous session ({code}): it wants a login; "
+                           "set username and password_env")  # fmt: skip
+            elif isinstance(exc, ua.uaerrors.BadUserAccessDenied):
+                message = (f"OPC UA server at {s.endpoint} refused user {s.username!r} ({code}): check the user name "
+                           f"and the password in ${s.password_env}")  # fmt: skip
+            else:
+                message = (f"OPC UA server at {s.endpoint} does not take a user-name login for {s.username!r} ({code}):"
+                           " check which identity its endpoint accepts")  # fmt: skip
+            self._failing = self.auth_failed = message
+            raise AuthenticationFailed(message) from None
         except (ua.uaerrors.BadSecurityPolicyRejected, ua.uaerrors.BadSecurityModeRejected,
                 ua.uaerrors.BadCertificateInvalid, ua.uaerrors.BadCertificateUntrusted,
                 ua.uaerrors.BadSecurityChecksFailed) as exc:  # fmt: skip
@@ -514,19 +538,65 @@ class OpcUaConnector:
         groups: dict[tuple[float, Deadband | None], list[TagState]] = {}
         for t in self._tags:
             if t.node is not None:
-                groups.setdefault((t.sampling(), t.deadband()), []).append(t)
+                groups.setdefault((t.sampling(), await self._deadband_for(t)), []).append(t)
         for (sampling, deadband), tags in groups.items():
             nodes = list({t.node.nodeid: t.node for t in tags}.values())  # type: ignore[union-attr]
             results = await sub._subscribe(  # the public helpers cannot set sampling interval and filter together
                 nodes, ua.AttributeIds.Value, _filter(deadband), queuesize=0, sampling_interval=sampling
             )
+            retry: list[Node] = []
             for node, result in zip(nodes, results, strict=True):
-                if isinstance(result, ua.StatusCode):
+                if not isinstance(result, ua.StatusCode):
+                    continue
+                if deadband is not None and result.value in _FILTER_REFUSALS:
+                    # The server will not filter this node: report every change rather than lose the tag.
                     for t in self._by_node.get(node.nodeid, ()):
-                        self._log_once(t, "monitor", f"server refused the monitored item ({result.name}); "
-                                       "with a percent deadband the node needs an EURange — try absolute")  # fmt: skip
-                        await self.edge.set_quality(t.device.device_id, Quality.BAD, [t.tag.name])  # type: ignore[union-attr]
+                        self._deadband_fallback(t, deadband, f"the server refused it ({result.name})")
+                    retry.append(node)
+                    continue
+                await self._refused(node, result)
+            if retry:
+                again = await sub._subscribe(
+                    retry, ua.AttributeIds.Value, None, queuesize=0, sampling_interval=sampling
+                )
+                for node, result in zip(retry, again, strict=True):
+                    if isinstance(result, ua.StatusCode):
+                        await self._refused(node, result)
         return True
+
+    async def _refused(self, node: Node, result: ua.StatusCode) -> None:
+        for t in self._by_node.get(node.nodeid, ()):
+            self._log_once(t, "monitor", f"server refused the monitored item ({result.name}); the tag stays BAD")
+            await self.edge.set_quality(t.device.device_id, Quality.BAD, [t.tag.name])  # type: ignore[union-attr]
+
+    async def _deadband_for(self, t: TagState) -> Deadband | None:
+        """The tag's deadband, or None when it cannot work: a percent deadband needs the node's EURange."""
+        t.deadband_note = None
+        deadband = t.deadband()
+        if deadband is None or deadband.type != "percent" or t.node is None:
+            return deadband
+        try:
+            # Part 8 6.2: a percent deadband is a share of the EURange property of an AnalogItem.
+            await t.node.get_child("0:EURange")
+        except (ua.uaerrors.BadNoMatch, ua.uaerrors.BadNodeIdUnknown, ua.uaerrors.BadBrowseNameInvalid):
+            # Some servers (asyncua's among them) accept such a filter and then report every change anyway.
+            self._deadband_fallback(t, deadband, "the node has no EURange property")
+            return None
+        return deadband
+
+    def _deadband_fallback(self, t: TagState, deadband: Deadband, why: str) -> None:
+        fix = (
+            "give the tag an absolute deadband (deadband: {type: absolute, value: ...}) in engineering units"
+            if deadband.type == "percent"
+            else "remove the deadband or check that the node is numeric"
+        )
+        t.deadband_note = f"{deadband.type} deadband {deadband.value:g} not applied: {why}; every change is reported"
+        key = f"deadband:{why}"
+        if key not in t.logged:
+            t.logged.add(key)
+            log.warning(
+                "OPC UA connector %s: tag %s (%s): %s — %s", self.name, t.label, t.address, t.deadband_note, fix
+            )
 
     async def _poll(self, client: Client, device: Device) -> None:
         """Poll mode: read the device's nodes every poll interval; a failed read ends the session."""
