@@ -21,6 +21,14 @@ if [ "$what" != run ]; then
   # Headless browser for the operator-console tests (tests/test_console_browser.py).
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+  # Edge CV tests: tesseract with Russian data (printed date/batch OCR), a font to render test prints.
+  command -v tesseract >/dev/null 2>&1 || need_apt+=(tesseract-ocr)
+  ls /usr/share/tesseract-ocr/*/tessdata/rus.traineddata >/dev/null 2>&1 || need_apt+=(tesseract-ocr-rus)
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+  # Real photos (person.jpg, dog.jpg, horses.jpg) for the person-detector tests.
+  [ -f /usr/share/darknet/data/person.jpg ] || need_apt+=(darknet)
+  # Virtual serial pairs (pseudo-terminals) for the Modbus RTU tests (tests/test_modbus_rtu.py).
+  command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}"
