@@ -17,6 +17,7 @@ bench:
 	@$(PY) bench/historian.py
 	@$(PY) -m bench.modbus
 	@$(PY) -m bench.opcua
+	@$(PY) bench/cv_marking.py
 
 setup:
 	@scripts/setup.sh test

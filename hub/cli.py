@@ -16,7 +16,7 @@ import yaml
 
 from hub.config import PlantbusConfig, load_config
 from hub.db import db
-from hub.errors import PlantbusError
+from hub.errors import ConfigError, PlantbusError
 from hub.mqtt import BrokerUrl
 
 
@@ -242,6 +242,109 @@ def plugins_new(name: str, directory: Path) -> None:
         _fail(exc)
         return
     click.echo(f"created {root}\nnext: pip install -e {root} && plantbus plugins list")
+
+
+@main.group("cv")
+def cv_group() -> None:
+    """Edge computer vision: run the cameras of the `cv:` section, check them, train models."""
+
+
+def _cv_config(config_file: Path | None) -> PlantbusConfig:
+    config = load_config(config_file)
+    if config.cv is None or not config.cv.nodes:
+        where = config_file or "the default configuration"
+        raise ConfigError(f"{where} has no cameras; add a `cv:` section with nodes.<node>.cameras.<camera>")
+    return config
+
+
+@cv_group.command("run")
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML configuration")
+@click.option("--node", help="run only this cv edge node (default: every node of cv.nodes)")
+@click.option("--broker", help="mqtt://user:pass@host:port; overrides broker.url of the file")
+def cv_run(config_file: Path | None, node: str | None, broker: str | None) -> None:
+    """Run the cameras: each a Sparkplug device of its cv edge node, events on the unified namespace."""
+    try:
+        config = _cv_config(config_file)
+        if broker:
+            BrokerUrl.parse(broker)
+        _setup_logging(config.log_level)
+        from edge_cv.runner import CvRunner, publisher_factory
+
+        assert config.cv is not None
+        runner = CvRunner(config.cv, publisher_factory(config, broker), node)
+    except PlantbusError as exc:
+        _fail(exc)
+        return
+    _run_async(runner.run())
+
+
+@cv_group.command("check")
+@click.option("-c", "--config", "config_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML configuration")
+@click.option("--node", help="check only this cv edge node")
+def cv_check(config_file: Path, node: str | None) -> None:
+    """Validate the cameras, load their models and open each source once; exit 2 if one fails."""
+    import concurrent.futures
+
+    try:
+        config = _cv_config(config_file)
+        from edge_cv.runner import check_camera, select_nodes
+
+        assert config.cv is not None
+        nodes = select_nodes(config.cv, node)
+    except PlantbusError as exc:
+        _fail(exc)
+        return
+    cv = config.cv
+    cameras = [(n, c, cam) for n, c, cam in cv.cameras() if n in nodes]
+    # Sources open in parallel: a camera that times out must not make the others wait.
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(8, len(cameras)))) as pool:
+        results = list(pool.map(lambda item: check_camera(*item, cv), cameras))
+    for result in results:
+        verdict = "ok   " if result.ok else "error"
+        click.echo(f"{verdict} {result.node}/{result.camera}: {result.message}")
+    if not all(r.ok for r in results):
+        sys.exit(2)
+
+
+@cv_group.command("train")
+@click.argument("kind", type=click.Choice(["classifier", "detector"]))
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="the .onnx to write")
+@click.option("--size", default=None, type=int, help="input size in pixels (classifier: square crops, default 64; "
+              "detector: a multiple of 32, default 320)")
+@click.option("--epochs", default=None, type=click.IntRange(1, 10_000), help="passes over the data")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 256), help="torch CPU threads")
+@click.option("--description", default="", help="what the data was, for the model's metadata")
+def cv_train(kind: str, folder: Path, out: Path, size: int | None, epochs: int | None, seed: int, threads: int,
+             description: str) -> None:
+    """Train a crop classifier (FOLDER/<class>/*.jpg) or a small detector (FOLDER/images + labels in YOLO txt,
+    classes.txt) on the CPU and export ONNX the pipeline reads. Needs the train extra (torch)."""
+    from edge_cv.train import train_classifier, train_detector
+
+    options: dict[str, object] = {"seed": seed, "threads": threads, "description": description}
+    if epochs is not None:
+        options["epochs"] = epochs
+    try:
+        if kind == "classifier":
+            if size is not None:
+                options["input_size"] = (size, size)
+            result = train_classifier(folder, out, **options)  # type: ignore[arg-type]
+        else:
+            if size is not None:
+                options["imgsz"] = size
+            result = train_detector(folder, out, **options)  # type: ignore[arg-type]
+    except PlantbusError as exc:
+        _fail(exc)
+        return
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
+    held_out = f"; held-out {figures}" if figures else ""
+    click.echo(
+        f"wrote {result.out}: classes {', '.join(result.classes)}; {result.train_samples} training and "
+        f"{result.val_samples} held-out samples in {result.seconds:.0f} s{held_out}"
+    )
 
 
 def _add_plugin_commands() -> None:

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from hub.errors import ConfigError, TopicError
 from hub.mqtt import BrokerUrl
@@ -177,6 +186,28 @@ class DerivedConfig(Strict):
         return _sparkplug_id("edge node id", value)
 
 
+if TYPE_CHECKING:
+    from edge_cv.config import CvConfig
+
+    CvSection = CvConfig | None
+else:
+    # The cv models pull in OpenCV (zones, detectors); they are imported when a file has a `cv:` section,
+    # so the hub and every CLI command without cameras start without the vision stack.
+    CvSection = Any
+
+
+def _cv_section(value: Any, info: ValidationInfo) -> Any:
+    if value is None:
+        return None
+    from edge_cv.config import CvConfig
+
+    if isinstance(value, CvConfig):
+        return value
+    # A ValidationError raised here keeps its locations, so errors read cv.nodes.<node>.cameras.<camera>....
+    # The context carries the YAML's folder, against which relative model paths are resolved.
+    return CvConfig.model_validate(value, context=info.context)
+
+
 def _plugin_sections(value: Any) -> Any:
     # An empty YAML section (`example:` with nothing under it) reads as None: that is "all defaults".
     if not isinstance(value, dict):
@@ -204,6 +235,9 @@ class PlantbusConfig(Strict):
     )
     bus: BusConfig = Field(default_factory=BusConfig)
     derived: DerivedConfig = Field(default_factory=DerivedConfig)
+    cv: Annotated[CvSection, BeforeValidator(_cv_section)] = Field(
+        None, description="edge computer vision: cv edge nodes, their cameras, zones and rules (edge_cv/config.py)"
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -244,10 +278,13 @@ def explain_errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[s
     return [_explain({**e, "loc": (*prefix, *e["loc"])}) for e in exc.errors()]
 
 
-def parse_config(data: dict[str, Any] | None, source: str = "configuration") -> PlantbusConfig:
-    """Validate a mapping; raise ConfigError listing every problem with its path."""
+def parse_config(
+    data: dict[str, Any] | None, source: str = "configuration", base_dir: str | Path | None = None
+) -> PlantbusConfig:
+    """Validate a mapping; raise ConfigError listing every problem with its path. Relative paths in sections
+    that name files (cv models) are looked up in `base_dir` first (the YAML's folder)."""
     try:
-        return PlantbusConfig.model_validate(data or {})
+        return PlantbusConfig.model_validate(data or {}, context={"base_dir": base_dir} if base_dir else None)
     except ValidationError as exc:
         lines = [_explain(e) for e in exc.errors()]
         raise ConfigError(f"{source} is not valid:\n  " + "\n  ".join(lines)) from None
@@ -279,4 +316,4 @@ def load_config(path: str | Path | None) -> PlantbusConfig:
         raise ConfigError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}{hint}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (broker, host, uns, ...)")
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), base_dir=path.parent)

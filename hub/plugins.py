@@ -48,11 +48,12 @@ BUILT_IN = "built-in"
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-# Built-in plugins, by module (the plugin's name is the module name's last part) or as "name=module".
+# Built-in plugins, by module (the plugin's name is the module name's last part) or as "name=module[:Class]".
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.historian",
     "plugins.uns_events",
     "plugins.console",
+    "cv_events=plugins.cv_events:Plugin",
     "modbus=connectors.modbus.plugin",
     "opcua=connectors.opcua.plugin",
 )

@@ -40,7 +40,10 @@ def console_command(broker: str | None, host: str, port: int, historian_url: str
             raise click.UsageError("--allow-writes needs --with-hub: a standalone console is read-only")
     except PlantbusError as exc:
         raise click.ClickException(str(exc)) from exc
-    settings = ConsoleSettings(broker=url, uns=cfg.uns, historian_url=historian_url, allow_writes=allow_writes)
+    from plugins.cv_events import snapshot_dir_for
+
+    settings = ConsoleSettings(broker=url, uns=cfg.uns, historian_url=historian_url, allow_writes=allow_writes,
+                               snapshot_dir=snapshot_dir_for(cfg))
     click.echo(f"plantbus console on http://{host}:{port} reading the UNS from {url}", err=True)
     serve(Console(settings, hub=hub_obj), host=host, port=port)
 

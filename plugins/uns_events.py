@@ -29,7 +29,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     level: str = Field("_events", description="topic level between the event's path and its kind")
-    skip_kinds: list[str] = Field(["node_status"], description="event kinds not to publish")
+    # cv_detection: the CV edge node already publishes each event on `<camera path>/cv/events`.
+    skip_kinds: list[str] = Field(["node_status", "cv_detection"], description="event kinds not to publish")
     qos: int = Field(1, ge=0, le=1, description="MQTT QoS of the event messages")
 
 

@@ -69,6 +69,14 @@ def test_store_routes_status_diagnostics_and_skips_historical_values() -> None:
     assert store.tags == {} and store.children("")[1] == 0
 
 
+def test_camera_events_and_snapshot_bytes_are_neither_tags_nor_malformed() -> None:
+    store = TagStore()
+    store.update("uns/plant1/cv-oatbar/verifier/cv/events", json.dumps({"id": "e1", "kind": "spill", "time": 1}))
+    store.update("uns/plant1/cv-oatbar/verifier/cv/snapshots/e1", b"\xff\xd8\xff\xe0 JPEG bytes")
+    store.update("uns/plant1/cv-oatbar/verifier/fps", doc(9.5, "GOOD"))
+    assert list(store.tags) == ["uns/plant1/cv-oatbar/verifier/fps"] and store.malformed == 0
+
+
 def test_subscription_covers_prefix_mapping_roots_and_status_topic() -> None:
     uns = UnsConfig.model_validate({"mappings": [
         {"group": "plant1", "path": "zdorovo/plant1/packaging/{edge_node}/{device}"}]})

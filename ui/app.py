@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nicegui import app, ui
@@ -22,6 +23,7 @@ from nicegui import app, ui
 from hub.config import UnsConfig
 from hub.mqtt import BrokerUrl
 from ui.i18n import Translator, translator
+from ui.pages.cameras import CvEventFeed, cv_event_filters
 from ui.uns_client import TagStore, UnsClient, subscription_filters
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class ConsoleSettings:
     historian_url: str | None = None
     allow_writes: bool = False
     client_id: str | None = None
+    snapshot_dir: Path | None = None  # the hub's CV snapshot folder (plugins/cv_events.py), served to the cameras page
 
 
 class Console:
@@ -53,6 +56,9 @@ class Console:
         self.store = TagStore(status_topic=settings.uns.status_topic)
         client_id = settings.client_id or f"plantbus-console-{uuid.uuid4().hex[:8]}"
         self.client = UnsClient(settings.broker, subscription_filters(settings.uns), self.store, client_id)
+        # CV events are a stream, not values: a feed of their own, on a subscription to just their topics.
+        self.cv_events = CvEventFeed()
+        self.cv_client = UnsClient(settings.broker, cv_event_filters(settings.uns), self.cv_events, client_id + "-cv")
         self._historian = historian
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -86,6 +92,7 @@ class Console:
         if self.hub is not None:
             self._tasks.append(loop.create_task(self.hub.run(), name="plantbus[console].hub"))
         self._tasks.append(loop.create_task(self.client.run(), name="plantbus[console].uns"))
+        self._tasks.append(loop.create_task(self.cv_client.run(), name="plantbus[console].cv_events"))
 
     async def stop(self) -> None:
         """Cancel what `start` started and close the historian."""
@@ -117,6 +124,7 @@ def frame(console: Console, t: Translator, route: str) -> None:
         ui.label(t("app.title")).classes("text-lg font-bold")
         ui.link(t("nav.overview"), f"/?lang={t.lang}").classes("text-white")
         ui.link(t("nav.browser"), f"/uns?lang={t.lang}").classes("text-white")
+        ui.link(t("nav.cameras"), f"/cameras?lang={t.lang}").classes("text-white")
         ui.space()
         state = ui.label().props("id=broker-state")
         count = ui.label()
@@ -140,7 +148,7 @@ def frame(console: Console, t: Translator, route: str) -> None:
 
 def register_pages(console: Console) -> None:
     """Add the console's pages (and the pages plugins registered on an in-process hub) to the NiceGUI app."""
-    from ui.pages import overview, uns_browser
+    from ui.pages import cameras, overview, uns_browser
 
     @ui.page("/", title="Plantbus")
     def overview_page(lang: str = "en") -> None:
@@ -153,6 +161,14 @@ def register_pages(console: Console) -> None:
         t = translator(lang)
         frame(console, t, "/uns")
         uns_browser.build(console, t)
+
+    @ui.page("/cameras", title="Plantbus cameras")
+    def cameras_page(lang: str = "en") -> None:
+        t = translator(lang)
+        frame(console, t, "/cameras")
+        cameras.build(console, t)
+
+    cameras.register_snapshot_route(console)
 
     if console.hub is not None:
         pages = console.hub.registries.console_pages

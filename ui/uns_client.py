@@ -26,6 +26,9 @@ from hub.mqtt import BrokerUrl, make_client
 log = logging.getLogger(__name__)
 
 
+CV_EVENTS_SUFFIX = "/cv/events"
+CV_SNAPSHOTS_LEVEL = "/cv/snapshots/"
+
 @dataclass(slots=True)
 class Tag:
     """The latest mirror document of one UNS topic."""
@@ -82,6 +85,8 @@ class TagStore:
         """Take one message from the broker (mirror JSON, a `_status` document or the hub's diagnostics)."""
         self.messages += 1
         now = received_ms if received_ms is not None else int(time.time() * 1000)
+        if topic.endswith(CV_EVENTS_SUFFIX) or CV_SNAPSHOTS_LEVEL in topic:
+            return  # camera events and their pictures are not tags; the Cameras page shows them
         if not payload:
             self._forget(topic)  # an empty retained message clears the topic on the broker
             return
