@@ -102,7 +102,7 @@ def _floor_camera(seed: int, missing: list[str]) -> dict[str, Any]:
         },
     }
     if MASK_MODEL not in missing:
-        camera["classifiers"] = [{"model": MASK_MODEL, "attribute": "mask", "apply_to": ["person"], "crop": "head"}]
+        camera["classifiers"] = [{"model": MASK_MODEL, "attribute": "mask", "apply_to": ["person"]}]
         camera["rules"]["people"]["ppe"] = {"required": {"mask": "mask"}, "zones": ["sleever"]}
     return camera
 

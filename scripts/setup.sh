@@ -45,7 +45,7 @@ fi
 
 extras=""
 case "$what" in
-  test) extras="[test]" ;;
+  test) extras="[test,train]" ;;  # train: the CPU torch wheel, so `plantbus cv train` is tested
   bench) extras="[test]" ;;
 esac
 stamp=".venv/.plantbus-${what}-$(cat pyproject.toml | sha1sum | cut -c1-12)"
