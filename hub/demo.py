@@ -28,93 +28,61 @@ STATE = Path("var/demo")
 
 # The demo's cameras: modest size and rate, so the vision part stays a fraction of a 2-core machine.
 CV_WIDTH, CV_HEIGHT, CV_FPS = 640, 360, 5
-# Shipped models (edge_cv/models/, built by `python -m edge_cv.models.build`); the rules that need one are left out,
-# with a note, when it has not been built.
-PRODUCT_MODEL, MASK_MODEL, DETECTOR_MODEL = "product-appearance.onnx", "ppe-mask.onnx", "plantbus-det-320.onnx"
+def _merge_cameras(*cameras: dict[str, Any]) -> dict[str, Any]:
+    """One camera running several reference pipelines over the same view (same source and detector)."""
+    merged: dict[str, Any] = {}
+    for camera in cameras:
+        for key, value in camera.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            elif isinstance(value, list) and isinstance(merged.get(key), list):
+                merged[key] = merged[key] + [v for v in value if v not in merged[key]]
+            else:
+                merged[key] = value
+    return merged
 
 
-def _missing_models() -> list[str]:
-    from edge_cv.models import MODELS_DIR
+def _demo_source(spec: Any, **extra: Any) -> str:
+    """The reference scene played for ten minutes a loop, each loop with a new seed (fresh packs and codes)."""
+    from edge_cv.evaluate import source_for
 
-    return [name for name in (PRODUCT_MODEL, MASK_MODEL, DETECTOR_MODEL) if not (MODELS_DIR / name).is_file()]
-
-
-def _polygon(points: Any) -> list[list[float]]:
-    return [[round(float(x), 1), round(float(y), 1)] for x, y in points]
+    return source_for(spec.model_copy(update={"duration_s": 600.0, **extra}))
 
 
-def _verifier_camera(line: str, seed: int, missing: list[str]) -> dict[str, Any]:
-    """A verifier camera over a line's conveyor: counts packs, checks every marking code and, with the appearance
-    model, the look of each pack."""
-    from edge_cv.scenes import SceneSpec, scene_layout
-    from edge_cv.scenes.skus import SKUS, line_skus
+def _verifier_camera(line: str, seed: int) -> dict[str, Any]:
+    """A verifier camera over a line's conveyor: counts packs, checks every marking code and the look of each pack,
+    configured exactly as the held-out evaluation judges these pipelines (edge_cv/evaluate.py)."""
+    from edge_cv.evaluate import reference_camera_dict
+    from edge_cv.scenes import SceneSpec
+    from edge_cv.scenes.skus import line_skus
 
-    sku = line_skus(line)[0]  # the SKU the line runs in the demo; another SKU's code is a foreign code
-    spec = SceneSpec(kind="conveyor", line=line, sku=sku, seed=seed, width=CV_WIDTH, height=CV_HEIGHT, fps=CV_FPS)
-    layout = scene_layout(spec)
-    camera: dict[str, Any] = {
-        # Ten-minute scenes, each loop with a new seed: fresh packs and codes, as on a running line.
-        "source": f"synthetic:conveyor?line={line}&sku={sku}&seed={seed}&width={CV_WIDTH}&height={CV_HEIGHT}"
-        "&duration_s=600",
-        "fps": CV_FPS,
-        "loop": True,
-        "detector": {"type": "blob", "label": "product"},
-        "zones": {"belt": {"polygon": _polygon(layout.zones["belt"]), "kind": "conveyor"}},
-        "lines": {"exit": {"points": _polygon(layout.lines["centre"]), "in_direction": "right"}},
-        "rules": {
-            "packed": {"type": "counting", "line": "exit", "labels": ["product"], "directions": ["in"]},
-            # presence "symbol": a code zxing finds but cannot decode is unreadable (blob tracks of packs that
-            # touch are not reliable enough to call a pack without a code unreadable).
-            "codes": {"type": "marking", "gtins": [SKUS[sku].gtin], "zone": "belt", "presence": "symbol",
-                      "shifts": {"timezone": "Europe/Moscow"}},
-        },
-    }  # fmt: skip
-    if PRODUCT_MODEL not in missing:
-        camera["classifiers"] = [{"model": PRODUCT_MODEL, "attribute": "appearance", "apply_to": ["product"]}]
-        camera["rules"]["looks"] = {"type": "quality", "attribute": "appearance", "defect_labels": ["defective"],
-                                    "labels": ["product"], "zone": "belt"}  # fmt: skip
-    return camera
+    spec = SceneSpec(kind="conveyor", line=line, sku=line_skus(line)[0], seed=seed, width=CV_WIDTH,
+                     height=CV_HEIGHT, fps=CV_FPS, defect_rate=0.1, duplicate_rate=0.03, damaged_rate=0.03,
+                     foreign_rate=0.02)  # fmt: skip
+    camera = _merge_cameras(*(reference_camera_dict(p, spec) for p in ("counting", "marking", "quality")))
+    camera["rules"]["packed"]["emit_events"] = False  # a count per pack is a metric, not an event
+    camera["rules"]["codes"]["shifts"] = {"timezone": "Europe/Moscow"}
+    return camera | {"source": _demo_source(spec), "loop": True}
 
 
-def _floor_camera(seed: int, missing: list[str]) -> dict[str, Any]:
+def _floor_camera(seed: int) -> dict[str, Any]:
     """A camera over the salad line's floor: people per zone, time at the sleever, masks, spills."""
-    from edge_cv.scenes import SceneSpec, scene_layout
+    from edge_cv.evaluate import reference_camera_dict
+    from edge_cv.scenes import SceneSpec
 
-    spec = SceneSpec(kind="floor", seed=seed, width=CV_WIDTH, height=CV_HEIGHT, fps=CV_FPS)
-    layout = scene_layout(spec)
-    if DETECTOR_MODEL not in missing:
-        detector: dict[str, Any] = {"type": "yolo", "model": DETECTOR_MODEL, "keep": ["person"], "confidence": 0.4}
-    else:
-        detector = {"type": "hog"}  # OpenCV's people detector: no model file, weaker on small people
-    camera: dict[str, Any] = {
-        # A spill appears two minutes into each ten-minute scene.
-        "source": f"synthetic:floor?seed={seed}&width={CV_WIDTH}&height={CV_HEIGHT}&duration_s=600&spill_at_s=120",
-        "fps": CV_FPS,
-        "loop": True,
-        "detector": detector,
-        "zones": {
-            "floor": {"polygon": _polygon(layout.zones["floor"]), "kind": "floor"},
-            "sleever": {"polygon": _polygon(layout.zones["workstation"]), "kind": "work", "operation": "sleeving"},
-        },
-        "rules": {
-            "people": {"type": "personnel", "labels": ["person"], "zones": ["floor", "sleever"], "dwell_min_s": 5},
-            "hygiene": {"type": "sanitation", "zone": "floor", "people": ["person"]},
-        },
-    }
-    if MASK_MODEL not in missing:
-        camera["classifiers"] = [{"model": MASK_MODEL, "attribute": "mask", "apply_to": ["person"]}]
-        camera["rules"]["people"]["ppe"] = {"required": {"mask": "mask"}, "zones": ["sleever"]}
-    return camera
+    spec = SceneSpec(kind="floor", seed=seed, width=CV_WIDTH, height=CV_HEIGHT, fps=CV_FPS, people=3,
+                     mask_off_rate=0.3, spill_at_s=120.0)  # fmt: skip
+    camera = _merge_cameras(*(reference_camera_dict(p, spec) for p in ("personnel", "sanitation")))
+    return camera | {"source": _demo_source(spec), "loop": True}
 
 
-def cv_section(missing: list[str]) -> dict[str, Any]:
+def cv_section() -> dict[str, Any]:
     """The simulated cameras: a verifier on each line, and the salad line's floor."""
     return {
         "group": "plant1",
         "nodes": {
-            "cv-oatbar": {"cameras": {"verifier": _verifier_camera("oatbar", 1, missing)}},
-            "cv-salad": {"cameras": {"verifier": _verifier_camera("salad", 2, missing),
-                                     "floor": _floor_camera(3, missing)}},
+            "cv-oatbar": {"cameras": {"verifier": _verifier_camera("oatbar", 1)}},
+            "cv-salad": {"cameras": {"verifier": _verifier_camera("salad", 2), "floor": _floor_camera(3)}},
         },
         "snapshots": {"dir": str(STATE / "cv" / "snapshots"), "retention_days": 1},
     }
@@ -133,7 +101,7 @@ def demo_config(opcua_endpoint: str | None, modbus_port: int, cameras: bool = Tr
         "log_level": "INFO",
     }
     if cameras:
-        config["cv"] = cv_section(_missing_models())
+        config["cv"] = cv_section()
         # Each camera sits on its line in the namespace: zdorovo/plant1/packaging/<line>/<camera>/cv/events.
         config["uns"]["mappings"] = [
             *wiring.UNS_MAPPINGS,
@@ -198,11 +166,6 @@ def main() -> int:
         cameras = subprocess.Popen(_plantbus("cv", "run", "-c", str(config_file), "--broker", broker.url), env=env,
                                    start_new_session=True)
         procs.append((cameras, "cameras"))
-        missing = _missing_models()
-        appearance = ", appearance" if PRODUCT_MODEL not in missing else ""
-        masks = ", masks" if MASK_MODEL not in missing else ""
-        models = (f"models not built, the rules that need them are off: {', '.join(missing)} "
-                  "(python -m edge_cv.models.build)" if missing else "models: edge_cv/models/*.onnx")  # fmt: skip
         history = STATE / "hub" / "history.sqlite"
         console = subprocess.Popen(
             _plantbus("console", "-c", str(config_file), "--broker", broker.url, "--port", str(console_port),
@@ -221,9 +184,9 @@ Plantbus demo is running.
   hub             Sparkplug primary host 'plantbus' + UNS mirror + connectors + plugins, config {config_file}
   history         {history} (SQL historian: raw, 1 min and 1 h rollups)
   plant database  {STATE / "hub" / "plantbus.sqlite"} (lines, SKUs, shifts, stop reasons of PLANT.md)
-  cameras         cv-oatbar/verifier, cv-salad/verifier (counting, marking codes{appearance}),
-                  cv-salad/floor (people, dwell at the sleever{masks}, spills); synthetic scenes, {CV_FPS} frames/s
-                  {models}
+  cameras         cv-oatbar/verifier, cv-salad/verifier (counting, marking codes, appearance),
+                  cv-salad/floor (people, dwell at the sleever, masks, spills); synthetic scenes, {CV_FPS} frames/s,
+                  models edge_cv/models/*.onnx (trained on synthetic scenes; see their cards)
 
 Where else to look:
   unified namespace   mosquitto_sub {where} -t 'zdorovo/#' -t 'uns/#' -v

@@ -27,6 +27,7 @@ from hub.samples import Quality
 pytestmark = pytest.mark.slow
 OATBAR = "zdorovo/plant1/packaging/oatbar/line/runtime_s"  # OPC UA -> oatbar-plc
 SALAD = "zdorovo/plant1/packaging/salad/line/runtime_s"  # Modbus -> salad-plc
+PACKED = "zdorovo/plant1/packaging/oatbar/verifier/packed/count"  # camera -> edge_cv -> cv-oatbar
 
 
 @pytest.fixture
@@ -84,6 +85,9 @@ async def test_demo_carries_plc_values_to_the_uns_the_historian_and_the_console(
         assert all(d["quality"] == "GOOD" for d in docs)
         assert docs[-1]["value"] > docs[0]["value"], f"{topic} does not advance: {docs}"
     assert seen[OATBAR][0]["datatype"] == "UInt32"
+    # 1b. camera (synthetic video) -> edge_cv pipeline -> Sparkplug cv-oatbar -> host -> UNS: packs are counted.
+    packed = (await _values(broker, [PACKED], want=1, timeout=60))[PACKED]
+    assert packed and packed[-1]["value"] > 0 and packed[-1]["quality"] == "GOOD", log_path.read_text()[-2000:]
 
     # 2. -> historian: the same values are in the SQL history file the demo keeps.
     history = SqlHistorian(f"sqlite:///{cwd / 'var/demo/hub/history.sqlite'}")
