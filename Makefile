@@ -17,7 +17,9 @@ bench:
 	@$(PY) bench/historian.py
 	@$(PY) -m bench.modbus
 	@$(PY) -m bench.opcua
+	@$(PY) bench/cv.py
 	@$(PY) bench/cv_marking.py
+	@$(PY) bench/cv_detection.py
 
 setup:
 	@scripts/setup.sh test

@@ -8,10 +8,7 @@ READY once it listens and serves `multipart/x-mixed-replace` JPEGs on any path u
 from __future__ import annotations
 
 import argparse
-import os
-import selectors
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +16,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from _process_support import kill_process, start_ready_process
 
 SCRIPT = Path(__file__).resolve()
 BOUNDARY = "plantbusframe"
@@ -61,28 +60,13 @@ class MjpegCamera:
 
     def start(self, timeout: float = 15.0) -> None:
         """Start serving and return once the port listens."""
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), str(self.port), "--fps", str(self.fps),
+        self.proc = start_ready_process([str(SCRIPT), str(self.port), "--fps", str(self.fps),
              "--width", str(self.size[0]), "--height", str(self.size[1]),
-             *(["--stall-after", str(self.stall_after)] if self.stall_after is not None else [])],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if sel.select(0.1) and self.proc.stdout.readline().strip() == "READY":
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"MJPEG test camera exited with {self.proc.returncode}")
-        raise RuntimeError("MJPEG test camera did not become ready")
+             *(["--stall-after", str(self.stall_after)] if self.stall_after is not None else [])], "MJPEG test camera", timeout)
 
     def kill(self) -> None:
         """Kill the server process (its connections close as in a crash or a cable pulled at the switch)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        kill_process(self.proc)
         self.proc = None
 
 
