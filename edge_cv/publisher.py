@@ -47,6 +47,7 @@ import numpy as np
 
 from edge_cv.snapshots import SnapshotError, SnapshotStore, reference_for, safe_name
 from edge_cv.types import Box, CvEvent, RuleResult
+from hub.derived import infer_datatype
 from hub.config import UnsConfig
 from hub.errors import PlantbusError
 from hub.events import Severity
@@ -128,15 +129,9 @@ def _plain(value: Any) -> Any:
 
 
 def _datatype_of(value: Any) -> DataType:
-    if isinstance(value, bool):
-        return DataType.Boolean
-    if isinstance(value, int):
-        return DataType.Int64
-    if isinstance(value, float):
-        return DataType.Double
-    if isinstance(value, str):
-        return DataType.String
-    raise PlantbusError(f"a CV metric must be a bool, int, float or str, got {type(value).__name__} {value!r}")
+    if not isinstance(value, (bool, int, float, str)):
+        raise PlantbusError(f"a CV metric must be a bool, int, float or str, got {type(value).__name__} {value!r}")
+    return infer_datatype(value)
 
 
 class _Camera:
