@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import asyncio
 import json
 import os
@@ -60,18 +61,18 @@ def http_ok(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def console(broker: LocalMosquitto, tmp_path: Path) -> Iterator[str]:
-    """The console as `python -m ui.app` in a subprocess on a free port; yields its base URL."""
+@contextlib.contextmanager
+def running_console(broker: LocalMosquitto, tmp_path: Path, *args: str, page: str = "/uns") -> Iterator[str]:
+    """`python -m ui.app --broker … <args>` in a subprocess on a free port; yields its base URL once `page` answers."""
     port = free_port()
     log = open(tmp_path / "console.log", "w")
     # NiceGUI switches to its own test mode when it sees pytest's variable; this is a real server.
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
-    proc = subprocess.Popen([sys.executable, "-m", "ui.app", "--broker", broker.url, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "ui.app", "--broker", broker.url, "--port", str(port), *args],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: proc.poll() is None and http_ok(base + "/uns"), 30, "the console to answer")
+        wait_for(lambda: proc.poll() is None and http_ok(base + page), 30, "the console to answer")
         yield base
     finally:
         proc.terminate()
@@ -80,6 +81,13 @@ def console(broker: LocalMosquitto, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def console(broker: LocalMosquitto, tmp_path: Path) -> Iterator[str]:
+    """The console as `python -m ui.app` in a subprocess on a free port; yields its base URL."""
+    with running_console(broker, tmp_path) as base:
+        yield base
 
 
 @pytest.fixture

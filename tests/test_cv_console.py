@@ -4,9 +4,6 @@ with the event's snapshot served from the hub's folder, and nothing outside that
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -19,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from hub.broker import LocalMosquitto, free_port
-from test_console_browser import _MISSING, browser, http_ok, page_text, wait_for  # noqa: F401 - browser: fixture
+from hub.broker import LocalMosquitto
+from test_console_browser import _MISSING, browser, page_text, running_console, wait_for  # noqa: F401 - browser: fixture
 
 pytestmark = pytest.mark.skipif(
     _MISSING, reason="needs Debian chromium, chromium-driver and mosquitto-clients (scripts/setup.sh test)"
@@ -103,22 +100,8 @@ def plant(plant_config: Path, tmp_path: Path) -> Iterator[Plant]:
 @pytest.fixture
 def console(broker: LocalMosquitto, plant_config: Path, tmp_path: Path) -> Iterator[str]:
     """`python -m ui.app` with the hub's configuration (so it knows the snapshot folder); yields its base URL."""
-    port = free_port()
-    log = open(tmp_path / "console.log", "w")
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
-    proc = subprocess.Popen([sys.executable, "-m", "ui.app", "--broker", broker.url, "--port", str(port),
-                             "-c", str(plant_config)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: proc.poll() is None and http_ok(base + "/cameras"), 30, "the console to answer")
+    with running_console(broker, tmp_path, "-c", str(plant_config), page="/cameras") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def status_of(url: str) -> int:
