@@ -131,3 +131,46 @@ def test_motion_config_errors_are_clear(fields, message):
     with pytest.raises(ValidationError) as excinfo:
         MotionConfig.model_validate(fields)
     assert message in str(excinfo.value)
+
+
+# --- gating with the shipped detector --------------------------------------------------------------------------------
+
+
+def _gated_against_ungated(roi_scale: str, frames: int = 60) -> tuple[int, int, int]:
+    """(gated frames run on ROIs, people found ungated on them, of those also found gated at IoU ≥ 0.9) for the
+    shipped plantbus-det-320 on a held-out floor scene, the personnel camera's view."""
+    from edge_cv.detectors import YoloConfig, build_detector
+    from edge_cv.detectors.boxes import as_array, iou_matrix
+    from edge_cv.scenes import Scene, SceneSpec
+
+    spec = SceneSpec(kind="floor", seed=1001, fps=10.0, width=640, height=360, people=3, duration_s=frames / 10.0)
+    config = {"type": "yolo", "model": "plantbus-det-320.onnx", "keep": ["person"], "roi_scale": roi_scale}
+    detector = build_detector(YoloConfig.model_validate(config))
+    gate = MotionGate()
+    scene = Scene(spec)
+    runs = people = matched = 0
+    for i in range(frames):
+        f = scene.frame(i)
+        decision = gate.update(f.image, f.time_ms)
+        if not decision.run or decision.rois is None:
+            continue
+        runs += 1
+        gated = as_array([d.box for d in detector.detect(f.image, decision.rois)])
+        ungated = as_array([d.box for d in detector.detect(f.image)])
+        people += len(ungated)
+        if len(gated):
+            matched += int((iou_matrix(ungated, gated).max(axis=1) >= 0.9).sum())
+    return runs, people, matched
+
+
+def test_shipped_detector_finds_the_same_people_with_gating_as_without():
+    runs, people, matched = _gated_against_ungated("frame")
+    assert runs >= 40 and people >= 100  # people walk in view: most frames have motion ROIs
+    assert matched == people
+
+
+def test_native_scale_crops_break_the_shipped_detector_which_knows_whole_frames_only():
+    # Why `roi_scale: frame` is the default: at full resolution the people are twice as large as the model knows.
+    runs, people, matched = _gated_against_ungated("native")
+    assert runs >= 40 and people >= 100
+    assert matched < 0.5 * people

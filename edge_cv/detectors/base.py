@@ -37,6 +37,7 @@ class DetectorError(PlantbusError):
 
 
 Layout = Literal["channels_first", "transposed", "runtime"]
+RoiScale = Literal["frame", "native"]
 
 
 def _resolve(value: Any, info: ValidationInfo) -> Path:
@@ -72,6 +73,11 @@ class YoloConfig(BaseModel):
     max_detections: int = Field(default=300, ge=1, le=10000)
     roi_padding: int = Field(default=32, ge=0, le=512, description="pixels added around each motion/track ROI")
     max_regions: int = Field(default=2, ge=1, le=16, description="more ROI crops than this: run the whole frame")
+    roi_scale: RoiScale = Field(
+        default="frame",
+        description="frame: ROI crops reach the model at the scale of the letterboxed whole frame (what a model "
+        "trained on whole frames knows); native: at full resolution (a model trained on native-resolution tiles)",
+    )
     agnostic_nms: bool = Field(default=False, description="NMS across classes (one box per object)")
 
     _info: ModelInfo = PrivateAttr()
@@ -196,7 +202,9 @@ class BlobConfig(BaseModel):
     Touching objects merge into one blob; use a YOLO model when products travel packed together. Objects lying
     in view during the warm-up frames become part of the background: when they move off, the bare belt where they
     lay shows as a still "ghost" blob until the model relearns it (~history frames with mog2, ~3/alpha with
-    average)."""
+    average). The mog2 defaults suit a busy belt (products over a pixel up to about half the time): background
+    is only what a pixel shows 40 % of its recent history, so products passing are never learned; an object
+    that stops in view is absorbed after ~history/2 frames."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -204,14 +212,21 @@ class BlobConfig(BaseModel):
     label: str = Field(default="product", min_length=1)
     method: Literal["mog2", "average"] = "mog2"
     scale: float = Field(default=0.5, gt=0.05, le=1.0, description="work at this fraction of the frame size")
-    history: int = Field(default=300, ge=10, le=10000, description="frames the background model remembers (mog2)")
+    history: int = Field(default=100, ge=10, le=10000, description="frames the background model remembers (mog2)")
     var_threshold: float = Field(default=25.0, gt=0.0, description="mog2 squared Mahalanobis distance threshold")
+    background_ratio: float = Field(
+        default=0.4,
+        gt=0.0,
+        le=1.0,
+        description="mog2: share of a pixel's recent history its background modes must cover; keep it below the "
+        "share of time the bare belt shows (OpenCV's 0.9 takes products passing half the time for background)",
+    )
     alpha: float = Field(default=0.02, gt=0.0, lt=1.0, description="background update rate (average)")
     threshold: int = Field(default=25, ge=1, le=254, description="grey-level difference that is foreground (average)")
     min_area: int = Field(default=400, ge=1, description="smallest blob in frame pixels²")
     max_area: int | None = Field(default=None, ge=1, description="largest blob in frame pixels²")
     kernel: int = Field(default=5, ge=1, le=31, description="morphology kernel size, working pixels")
-    warmup_frames: int = Field(default=10, ge=0, description="frames that only train the background")
+    warmup_frames: int = Field(default=20, ge=0, description="frames that only train the background")
 
     @model_validator(mode="after")
     def _check_areas(self) -> BlobConfig:

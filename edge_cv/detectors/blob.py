@@ -2,7 +2,9 @@
 becomes a detection with the configured label.
 
 It works on a downscaled grey copy (MOG2, or a running average, then opening/closing and outer contours), which
-keeps a 720p frame in a few milliseconds. It keeps a background model, so it must see the frames in order and one
+keeps a 720p frame in a few milliseconds. MOG2's background is what a pixel shows at least `background_ratio` of
+its recent history (default 0.4, not OpenCV's 0.9), so a belt that is half covered by passing products still has
+the bare belt as its background. It keeps a background model, so it must see the frames in order and one
 instance serves one camera. With `rois` it still updates the model on the whole frame (the model must not go
 stale where nothing moved) and reports only blobs that touch a ROI.
 """
@@ -30,6 +32,10 @@ class BlobDetector:
             if config.method == "mog2"
             else None
         )
+        if self._mog2 is not None:
+            # OpenCV's 0.9 calls background whatever covers 90 % of a pixel's history, so on a busy belt the
+            # colours of the products passing join the belt's and products come out as fragments.
+            self._mog2.setBackgroundRatio(config.background_ratio)
         self._average: np.ndarray | None = None
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (config.kernel, config.kernel))
         self.stats = {"runs": 0}

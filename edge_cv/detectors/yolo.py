@@ -4,9 +4,14 @@ The format: input [1, 3, H, W], RGB scaled to 0..1, the frame letterboxed (aspec
 output [1, 4+C, N] where each of the N columns is cx, cy, w, h in input pixels followed by C class scores that have
 already been through a sigmoid (no objectness column). Some converters write [1, N, 4+C]; both are read.
 
-With `rois` the detector runs on crops around them instead of the whole frame: each crop is at least the model's
-input size, so nothing is upscaled, and a small object seen in a crop of a large frame keeps more pixels than it
-would in the letterboxed whole frame. When crops would cost more runs than they save, the whole frame is used.
+With `rois` the detector runs on crops around them instead of the whole frame. A detector knows objects at the
+scale it was trained on; a YOLO model trained (as usual) on whole letterboxed frames finds fragments when a crop
+shows them 2-4x larger. So by default (`roi_scale: frame`) a crop is resized by the very gain the whole frame
+would get, min(input_w / frame_w, input_h / frame_h), and is at least input / gain frame pixels (centred on the
+ROIs, clipped to the frame). For a fixed-size model that is always (nearly) the whole frame, so gating saves
+the frames where nothing moves; a dynamic-size model runs a small crop at a small input, the real saving.
+With `roi_scale: native` (a model trained on native-resolution tiles) each crop is at least the model's input
+size and goes in unscaled. When crops would cost more runs than they save, the whole frame is used.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ PAD_VALUE = 114  # Ultralytics' letterbox grey
 MAX_CANDIDATES = 3000  # boxes kept for NMS, best first; a crowded 640 frame has far fewer real objects
 
 
-def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """The image resized into `size` (width, height) keeping its aspect, centred on grey 114.
+def letterbox(
+    image: np.ndarray, size: tuple[int, int], max_gain: float | None = None
+) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """The image resized into `size` (width, height) keeping its aspect, centred on grey 114; with `max_gain`
+    it is scaled by at most that much (a crop kept at the scale of its whole frame).
 
     Returns (canvas, gain, (left, top)): a canvas point (u, v) is the image point ((u - left) / gain,
     (v - top) / gain). Rounding follows Ultralytics' LetterBox so boxes land where its own predictor puts them.
@@ -33,6 +41,8 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, flo
     h, w = image.shape[:2]
     out_w, out_h = size
     gain = min(out_h / h, out_w / w)
+    if max_gain is not None:
+        gain = min(gain, max_gain)
     new_w, new_h = int(round(w * gain)), int(round(h * gain))
     dw, dh = (out_w - new_w) / 2.0, (out_h - new_h) / 2.0
     top, left = int(round(dh - 0.1)), int(round(dw - 0.1))
@@ -98,8 +108,15 @@ class YoloDetector:
         """Objects in `image` (BGR); with `rois`, only those found in crops around them (an empty list: none)."""
         height, width = image.shape[:2]
         regions: list[Box] | None = None
+        crop_gain: float | None = None
         if rois is not None:
-            min_size = self._input_wh if not self._dynamic else (self._input_wh[0] / 2, self._input_wh[1] / 2)
+            min_w, min_h = self._input_wh if not self._dynamic else (self._input_wh[0] / 2, self._input_wh[1] / 2)
+            if self.config.roi_scale == "frame":
+                # The crop must reach the model as large as the whole frame would: at least the model's (minimum)
+                # input at that gain, in frame pixels.
+                crop_gain = self._frame_gain(width, height)
+                min_w, min_h = min_w / crop_gain, min_h / crop_gain
+            min_size = (min_w, min_h)
             regions = bx.plan_regions(
                 rois,
                 width,
@@ -118,7 +135,7 @@ class YoloDetector:
             parts = []
             for x1, y1, x2, y2 in ((int(v) for v in r) for r in regions):
                 self.stats["crops"] += 1
-                b, s, c = self._infer(image[y1:y2, x1:x2])
+                b, s, c = self._infer(image[y1:y2, x1:x2], crop_gain)
                 parts.append((b + [x1, y1, x1, y1], s, c))
             boxes = np.concatenate([p[0] for p in parts])
             scores = np.concatenate([p[1] for p in parts])
@@ -133,18 +150,25 @@ class YoloDetector:
             if b[2] > b[0] and b[3] > b[1]
         ]
 
-    def _input_size_for(self, w: int, h: int) -> tuple[int, int]:
+    def _frame_gain(self, w: int, h: int) -> float:
+        """The scale a whole w x h frame is fed to the model at (a dynamic-size model never upscales)."""
+        gain = min(self._input_wh[0] / w, self._input_wh[1] / h)
+        return min(1.0, gain) if self._dynamic else gain
+
+    def _input_size_for(self, w: int, h: int, max_gain: float | None = None) -> tuple[int, int]:
         if not self._dynamic:
             return self._input_wh
         # A dynamic-size model runs small crops at their own size (rounded up to the 32-px stride): the compute
         # saving of motion gating. Larger ones shrink to fit the configured size.
-        gain = min(1.0, self._input_wh[0] / w, self._input_wh[1] / h)
+        gain = self._frame_gain(w, h)
+        if max_gain is not None:
+            gain = min(gain, max_gain)
         return 32 * math.ceil(w * gain / 32), 32 * math.ceil(h * gain / 32)
 
-    def _infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _infer(self, image: np.ndarray, max_gain: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         h, w = image.shape[:2]
-        size = self._input_size_for(w, h)
-        canvas, gain, (left, top) = letterbox(image, size)
+        size = self._input_size_for(w, h, max_gain)
+        canvas, gain, (left, top) = letterbox(image, size, max_gain)
         tensor = to_tensor(canvas)
         if self._fp16:
             tensor = tensor.astype(np.float16)
