@@ -573,12 +573,18 @@ class SightingTracker:
                 continue
             if owner is not None and s.owner not in (None, owner):
                 continue  # the same code on another pack: a second physical code
-            if owner is None and s.owner is not None and s.owner in live_owners:
+            if owner is None and s.owner is not None and s.owner in live_owners and not self._followed(s, read):
                 continue  # its pack is in view and this read is not on it
             if s.last_ms == self._previous_ms and _distance(s.box, read.box) > self.max_jump_px:
                 continue  # seen last frame somewhere else: the same code printed twice, both in view
             candidates.append(s)
         return min(candidates, key=lambda s: _distance(s.box, read.box), default=None)
+
+    def _followed(self, s: Sighting, read: CodeRead) -> bool:
+        """Whether `read` is where sighting `s` was a frame ago: the same physical symbol, whatever the pack
+        tracks say. A pack's box does not always cover its code (a prediction while the detector misses the
+        pack, a part box of it), and such a read has no owner while the sighting's pack is still in view."""
+        return s.last_ms == self._previous_ms and _distance(s.box, read.box) <= self.max_jump_px
 
     def _match_position(
         self, read: CodeRead, owner: int | None, matched: set[int], *, undecoded_only: bool

@@ -4,9 +4,10 @@ Each frame, live tracks are moved to where their constant-velocity model expects
 matched one-to-one to detections of the same label by minimum total cost (Hungarian method,
 `scipy.optimize.linear_sum_assignment`), the cost of a pair being (1 - IoU) plus a weight times the centre
 distance in units of the track box's diagonal. A pair is allowed only when the boxes overlap enough or the centres
-are close enough. Unmatched detections start tentative tracks; a track is confirmed after 3 hits
-(`Track.confirmed`), coasts on its prediction while missed, and is dropped after `max_misses` misses (a tentative
-one after `tentative_misses`).
+are close enough, and leaving a track and a detection unmatched costs as much as the worst allowed pair, so
+the matching never trades right pairs for more pairs. Unmatched detections start tentative tracks; a track is
+confirmed after 3 hits (`Track.confirmed`), coasts on its prediction while missed, and is dropped after
+`max_misses` misses (a tentative one after `tentative_misses`).
 
 Why our own tracker and not norfair: norfair 2.3.0 (the current release) requires numpy < 2 and filterpy < 2,
 while Plantbus pins numpy 2.4; it would also pull in rich. And what we need is small and specific: time-based
@@ -18,7 +19,7 @@ on the track with a vote window so rules can debounce PPE verdicts. That is ~200
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,8 +27,6 @@ from scipy.optimize import linear_sum_assignment
 
 from edge_cv.detectors.boxes import as_array, iou_matrix
 from edge_cv.types import Box, Detection, Track, bottom_centre, centre
-
-_FORBIDDEN = 1e6  # cost of a pair that must not be matched; linear_sum_assignment needs finite costs
 
 
 class TrackerConfig(BaseModel):
@@ -48,6 +47,14 @@ class TrackerConfig(BaseModel):
         default=0.5, gt=0.0, le=1.0, description="weight of the newest observed velocity (1: no smoothing)"
     )
     per_label: bool = Field(default=True, description="a detection only continues a track with the same label")
+    merge_overlap: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="for views where objects of one label never overlap (packs in single file on a belt): two "
+        "detections of a label sharing more than this share of the smaller box are fragments of one object and are "
+        "tracked as their union; default off (people do stand in front of each other)",
+    )
 
 
 @dataclass(slots=True)
@@ -67,6 +74,44 @@ def attribute_vote(track: Track, attribute: str) -> tuple[str, float, int] | Non
         return None
     label, count = Counter(v[0] for v in votes).most_common(1)[0]
     return label, count / len(votes), len(votes)
+
+
+def merge_fragments(detections: list[Detection], min_share: float) -> list[Detection]:
+    """Detections with, for each label, any two sharing more than `min_share` of the smaller box's area merged into
+    their union (score and attributes of the surer one), until no such pair is left.
+
+    A detector sometimes answers one pack with two overlapping part boxes, in alternate frames; followed as two
+    objects they give a second track that crosses a count line as well. Where objects of a label cannot overlap,
+    such boxes are one object, and their union is nearer its true extent than either part.
+    """
+    out = sorted(detections, key=lambda d: -d.score)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if a.label != b.label or _shared(a.box, b.box) <= min_share:
+                    continue
+                box = (min(a.box[0], b.box[0]), min(a.box[1], b.box[1]), max(a.box[2], b.box[2]),
+                       max(a.box[3], b.box[3]))  # fmt: skip
+                out[i] = replace(a, box=box, attributes=dict(a.attributes))
+                del out[j]
+                merged = True
+                break
+            if merged:
+                break
+    return out
+
+
+def _shared(a: Box, b: Box) -> float:
+    """Intersection of two boxes over the smaller one's area."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / smaller if smaller > 0 else 0.0
 
 
 class Tracker:
@@ -90,6 +135,8 @@ class Tracker:
 
     def update(self, detections: list[Detection], time_ms: int) -> list[Track]:
         """Match `detections` of the frame taken at `time_ms` to tracks; returns the live tracks afterwards."""
+        if self.config.merge_overlap is not None:
+            detections = merge_fragments(detections, self.config.merge_overlap)
         tracks = list(self._tracks.values())
         predicted = [self._predicted(t, time_ms) for t in tracks]
         pairs = self._associate(tracks, predicted, detections)
@@ -135,8 +182,15 @@ class Tracker:
             t_labels = np.array([t.label for t in tracks], dtype=object)
             d_labels = np.array([det.label for det in detections], dtype=object)
             allowed &= t_labels[:, None] == d_labels[None, :]
-        cost = np.where(allowed, cost, _FORBIDDEN)
-        rows, cols = linear_sum_assignment(cost)
+        # Leaving a track and a detection both unmatched costs as much as the worst pair the gate allows, and a
+        # pair is worth what it saves on that. Minimising the raw cost with a huge finite cost for forbidden pairs
+        # would first maximise the number of allowed pairs: when a pack leaves the frame while the next one enters
+        # (a coasting track, a new detection at the other edge), every track on the belt would shift to its
+        # neighbour's detection so that one more pair gets made — the id switches that crossed count lines
+        # backwards. With the gain, a worse chain of neighbours never beats the right pairs plus one new track.
+        worst = 1.0 + c.distance_weight * c.max_distance
+        gain = np.where(allowed, np.maximum(worst - cost, 1e-6), 0.0)
+        rows, cols = linear_sum_assignment(gain, maximize=True)
         return [(int(r), int(k)) for r, k in zip(rows, cols, strict=True) if allowed[r, k]]
 
     def _hit(self, track: Track, det: Detection, time_ms: int) -> None:

@@ -333,6 +333,18 @@ def test_same_code_on_two_pack_tracks_is_two_sightings():
     assert len(tracker.update([(read("C1", 100), 2)], 500).new_reads) == 1
 
 
+def test_a_read_off_its_flickering_pack_track_continues_the_sighting_it_moved_on_from():
+    # Pack track 7 carries code C1; in some frames its box (a prediction while the detector missed the pack) does
+    # not cover the code, so that frame's read has no owner while track 7 is still in view. One physical code.
+    tracker = SightingTracker(window_ms=2000, max_jump_px=150)
+    owners = [7, None, 7, None, None, 7]
+    new = [len(tracker.update([(read("C1", 400 + 32 * i), o)], i * 100, live_owners={7}).new_reads)
+           for i, o in enumerate(owners)]  # fmt: skip
+    assert new == [1, 0, 0, 0, 0, 0] and len(tracker.live) == 1
+    # An ownerless read of the same text far from where C1 was a frame ago, its pack in view: another pack's print.
+    assert len(tracker.update([(read("C1", 40), None)], 600, live_owners={7}).new_reads) == 1
+
+
 # --- the rule -----------------------------------------------------------------------------------------------------
 
 

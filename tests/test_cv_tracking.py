@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_cv.tracking import Tracker, TrackerConfig, attribute_vote
+from edge_cv.tracking import Tracker, TrackerConfig, attribute_vote, merge_fragments
 from edge_cv.types import Detection
+from edge_cv.zones import CountLine, LineConfig
 
 
 def det(x: float, y: float, w: float = 40, h: float = 80, label: str = "person", **attrs) -> Detection:
@@ -121,3 +122,68 @@ def test_fifty_objects_on_a_grid_keep_their_ids_over_a_hundred_frames():
         first_ids = first_ids or ids
         assert ids == first_ids, f"frame {i}"
     assert tracker.counters["created"] == 50
+
+
+def _belt(i: int, packs: int = 8, width: float = 1280.0, pitch: float = 320.0, pack_w: float = 260.0,
+          speed: float = 32.0) -> list[tuple[int, Detection]]:  # fmt: skip
+    """Frame `i` of same-size packs 60 px apart running right-to-left through a 1280-px view: (pack, detection),
+    boxes cut by the frame edges as a detector sees them, none when less than 40 px of a pack is in view."""
+    out = []
+    for k in range(packs):
+        left = width + k * pitch - speed * i - 40
+        x1, x2 = max(0.0, left), min(width, left + pack_w)
+        if x2 - x1 >= 40:
+            out.append((k, Detection(box=(x1, 300.0, x2, 500.0), score=0.9, label="product")))
+    return out
+
+
+def test_neighbouring_packs_right_to_left_keep_their_ids_when_one_leaves_as_another_enters():
+    # The pack leaving at the left edge coasts unseen while a new one appears at the right edge: the matching must
+    # leave both unmatched rather than shift every track on the belt to its neighbour's box to make one more pair.
+    tracker = Tracker()
+    line = CountLine("exit", LineConfig(points=[[640, 0], [640, 720]], in_direction="left"))
+    crossings = line.crossings()
+    ids: dict[int, set[int]] = {}
+    counted: list[str] = []
+    for i in range(120):
+        frame = _belt(i)
+        tracks = tracker.update([d for _, d in frame], time_ms=i * 100)
+        for k, d in frame:
+            ids.setdefault(k, set()).add(next(t.id for t in tracks if t.box == d.box))
+        counted += [c.direction for c in crossings.update(tracks, i * 100)]
+    assert all(len(v) == 1 for v in ids.values()), ids
+    assert len({next(iter(v)) for v in ids.values()}) == len(ids)
+    truly_crossed = sum(1 for k in range(8) if 1280 + k * 320 - 32 * 119 - 40 + 130 < 640)
+    assert counted == ["in"] * truly_crossed and truly_crossed >= 5
+
+
+def test_part_boxes_of_one_pack_in_alternate_frames_make_one_track_when_merging():
+    # A detector answers one pack with one box, then with two overlapping part boxes, frame after frame. Where
+    # objects of a label cannot overlap (packs on a belt), the parts are merged and the pack keeps one track.
+    def frame(i: int) -> list[Detection]:
+        x = 100 + 32 * i
+        if i % 2:
+            return [Detection((x, 300, x + 180, 500), 0.97, "product"),
+                    Detection((x + 90, 300, x + 260, 500), 0.6, "product")]
+        return [Detection((x, 300, x + 260, 500), 0.99, "product")]
+
+    merging, plain = Tracker(TrackerConfig(merge_overlap=0.5)), Tracker()
+    for i in range(20):
+        tracks = merging.update(frame(i), i * 100)
+        plain.update(frame(i), i * 100)
+        assert len(tracks) == 1 and tracks[0].box[2] - tracks[0].box[0] == 260
+    assert merging.counters["created"] == 1
+    assert plain.counters["created"] > 1  # without merging the second part box starts tracks of its own
+
+
+def test_merging_keeps_neighbouring_packs_and_other_labels_apart():
+    packs = [Detection((0, 300, 260, 500), 0.9, "product"), Detection((250, 300, 510, 500), 0.8, "product"),
+             Detection((10, 310, 200, 480), 0.7, "person")]  # fmt: skip
+    merged = merge_fragments(packs, 0.5)
+    # Touching neighbours (10 px of 260 shared) stay two packs; a person over a pack is not part of it.
+    assert sorted(d.box for d in merged) == sorted(d.box for d in packs)
+    parts = [Detection((0, 0, 100, 100), 0.6, "product", attributes={"a": ("x", 0.6)}),
+             Detection((40, 0, 160, 100), 0.9, "product", attributes={"a": ("y", 0.9)}),
+             Detection((110, 0, 200, 100), 0.5, "product")]  # fmt: skip
+    (one,) = merge_fragments(parts, 0.5)  # three parts of one pack: one box, the surest part's verdicts
+    assert one.box == (0, 0, 200, 100) and one.score == 0.9 and one.attributes == {"a": ("y", 0.9)}

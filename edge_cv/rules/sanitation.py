@@ -139,6 +139,9 @@ class _Candidate:
     # a reported spill does not move, so it keeps the union of where it was seen: a person standing on part of it
     # shrinks what is visible, and the pieces that reappear must still be recognised as the same spill
     footprint: tuple[int, int, int, int] | None = None
+    # where it has been seen since it settled at `anchor` (work pixels): the part of it visible beside a track box
+    # (someone standing on it, a stray box over it) lies inside this, which is not moving
+    settled: tuple[int, int, int, int] | None = None
 
     @property
     def extent(self) -> tuple[int, int, int, int]:
@@ -331,8 +334,11 @@ class SpillWatch:
                 max(p[1][3] for p in pieces),
             )
             moved = float(np.hypot(centre[0] - c.anchor[0], centre[1] - c.anchor[1]))
-            if moved > shift and c.reported_ms is None:
-                c.anchor, c.since_ms = centre, now  # it moves: whatever it is, it is not a spill
+            if c.reported_ms is None:
+                if moved > shift and not self._partly_hidden(c.settled or c.bbox, bbox, covered, shift):
+                    c.anchor, c.since_ms, c.settled = centre, now, bbox  # it moves: whatever it is, not a spill
+                else:
+                    c.settled = _union(c.settled or c.bbox, bbox)
             c.centre, c.bbox, c.area, c.last_ms = centre, bbox, area, now
             if c.footprint is not None:
                 c.footprint = _union(c.footprint, bbox)
@@ -365,6 +371,20 @@ class SpillWatch:
                     cleared.append(c)
         return found, cleared
 
+    def _partly_hidden(
+        self, settled: tuple[int, int, int, int], bbox: tuple[int, int, int, int], covered: np.ndarray, shift: float
+    ) -> bool:
+        """Whether a region whose centre left its anchor is only the visible part of a still thing: it lies within
+        where the thing has been seen since it settled, and track boxes cover part of that. A track box over part
+        of a spill moves the centre of what shows; something that really moves leaves its settled extent."""
+        a, b, c, d = settled
+        m = int(np.ceil(shift))
+        if not (bbox[0] >= a - m and bbox[1] >= b - m and bbox[2] <= c + m and bbox[3] <= d + m):
+            return False
+        a, b = max(0, a), max(0, b)
+        area = max(1, (c - a) * (d - b))
+        return np.count_nonzero(covered[b:d, a:c]) >= 0.1 * area
+
     def _merge_overlapping(self, matched: list[_Candidate]) -> list[_Candidate]:
         # Two candidates seen overlapping are one thing (it was cut in two for a while): the older one, which is the
         # reported one if either is, absorbs the newer, so one spill never raises two events.
@@ -384,6 +404,7 @@ class SpillWatch:
             )
             host.area, host.bbox = area, _union(host.bbox, c.bbox)
             host.since_ms = min(host.since_ms, c.since_ms) if host.reported_ms is None else host.since_ms
+            host.settled = _union(host.settled or host.bbox, c.settled or c.bbox)
             if host.footprint is not None:
                 host.footprint = _union(host.footprint, c.bbox)
             self._candidates.remove(c)

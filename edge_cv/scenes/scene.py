@@ -164,6 +164,7 @@ class Scene:
             if plans and rng.random() < spec.duplicate_rate:
                 dup = int(rng.integers(max(0, i - 20), i))
                 pairs = plans[dup].pairs
+                foreign = plans[dup].foreign  # a copy of a foreign code carries the foreign GTIN too
             else:
                 if foreign_skus and rng.random() < spec.foreign_rate:
                     foreign = True
