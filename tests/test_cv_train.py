@@ -190,3 +190,30 @@ def test_training_without_torch_says_how_to_install_it(tmp_path, monkeypatch) ->
     for train in (train_classifier, train_detector):
         with pytest.raises(TrainError, match=r"plantbus\[train\]"):
             train(tmp_path, tmp_path / "x.onnx")
+
+
+@needs_torch
+def test_the_cv_train_command_writes_a_classifier_a_camera_configuration_accepts(tmp_path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from hub.cli import main
+    from hub.config import load_config
+
+    spec = SceneSpec(kind="conveyor", seed=5, duration_s=12, defect_rate=0.5, product_rate=60)
+    assert export_scene_dataset(spec, tmp_path / "crops", "product", every=3) > 20
+    out = tmp_path / "looks.onnx"
+    result = CliRunner().invoke(main, ["cv", "train", "classifier", str(tmp_path / "crops"), "-o", str(out),
+                                       "--size", "32", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    config = tmp_path / "plantbus.yaml"
+    config.write_text(yaml.safe_dump({"cv": {"nodes": {"cv-test": {"cameras": {"belt": {
+        "source": "synthetic:conveyor?seed=5", "detector": {"type": "blob"},
+        "classifiers": [{"model": "looks.onnx", "attribute": "appearance", "apply_to": ["product"]}],
+        "rules": {"looks": {"type": "quality", "attribute": "appearance", "defect_labels": ["defective"],
+                            "labels": ["product"]}}}}}}}}))
+    camera = load_config(config).cv.nodes["cv-test"].cameras["belt"]  # the model path resolves next to the YAML
+    assert camera.classifiers[0].attribute == "appearance"
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert json.loads(session.get_modelmeta().custom_metadata_map["names"]) == ["defective", "ok"]
