@@ -20,12 +20,17 @@ from hub.errors import ConfigError, PlantbusError
 from hub.mqtt import BrokerUrl
 
 
+# Libraries that log every protocol exchange at INFO (asyncua: each subscription publish); at the hub's INFO they
+# would drown its own messages, so they speak from WARNING unless DEBUG is asked for.
+CHATTY_LIBRARIES = ("asyncua", "pymodbus")
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    if numeric > logging.DEBUG:
+        for name in CHATTY_LIBRARIES:
+            logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
 async def _until_signalled(coro) -> None:  # type: ignore[no-untyped-def]

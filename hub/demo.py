@@ -27,7 +27,9 @@ STATE = Path("var/demo")
 
 
 # The demo's cameras: modest size and rate, so the vision part stays a fraction of a 2-core machine.
-CV_WIDTH, CV_HEIGHT, CV_FPS = 640, 360, 5
+# Conveyors at 720p: the size the verifier pipelines are evaluated at (codes at 3 px per module, crops the appearance
+# model knows); the floor at 640x360, as evaluated.
+CONVEYOR_SIZE, FLOOR_SIZE, CV_FPS = (1280, 720), (640, 360), 5
 def _merge_cameras(*cameras: dict[str, Any]) -> dict[str, Any]:
     """One camera running several reference pipelines over the same view (same source and detector)."""
     merged: dict[str, Any] = {}
@@ -56,8 +58,8 @@ def _verifier_camera(line: str, seed: int) -> dict[str, Any]:
     from edge_cv.scenes import SceneSpec
     from edge_cv.scenes.skus import line_skus
 
-    spec = SceneSpec(kind="conveyor", line=line, sku=line_skus(line)[0], seed=seed, width=CV_WIDTH,
-                     height=CV_HEIGHT, fps=CV_FPS, defect_rate=0.1, duplicate_rate=0.03, damaged_rate=0.03,
+    spec = SceneSpec(kind="conveyor", line=line, sku=line_skus(line)[0], seed=seed,
+                     width=CONVEYOR_SIZE[0], height=CONVEYOR_SIZE[1], fps=CV_FPS, defect_rate=0.1, duplicate_rate=0.03, damaged_rate=0.03,
                      foreign_rate=0.02)  # fmt: skip
     camera = _merge_cameras(*(reference_camera_dict(p, spec) for p in ("counting", "marking", "quality")))
     camera["rules"]["packed"]["emit_events"] = False  # a count per pack is a metric, not an event
@@ -70,7 +72,7 @@ def _floor_camera(seed: int) -> dict[str, Any]:
     from edge_cv.evaluate import reference_camera_dict
     from edge_cv.scenes import SceneSpec
 
-    spec = SceneSpec(kind="floor", seed=seed, width=CV_WIDTH, height=CV_HEIGHT, fps=CV_FPS, people=3,
+    spec = SceneSpec(kind="floor", seed=seed, width=FLOOR_SIZE[0], height=FLOOR_SIZE[1], fps=CV_FPS, people=3,
                      mask_off_rate=0.3, spill_at_s=120.0)  # fmt: skip
     camera = _merge_cameras(*(reference_camera_dict(p, spec) for p in ("personnel", "sanitation")))
     return camera | {"source": _demo_source(spec), "loop": True}
@@ -127,7 +129,12 @@ def _stop(proc: subprocess.Popen[Any], name: str, timeout: float = 10.0) -> None
         proc.wait()
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt  # `kill` (SIGTERM) stops the demo in order, as Ctrl-C does
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     STATE.mkdir(parents=True, exist_ok=True)
     port = first_free_port(1883)
     if port != 1883:
