@@ -86,7 +86,7 @@ async def test_demo_carries_plc_values_to_the_uns_the_historian_and_the_console(
         assert docs[-1]["value"] > docs[0]["value"], f"{topic} does not advance: {docs}"
     assert seen[OATBAR][0]["datatype"] == "UInt32"
     # 1b. camera (synthetic video) -> edge_cv pipeline -> Sparkplug cv-oatbar -> host -> UNS: packs are counted.
-    packed = (await _values(broker, [PACKED], want=1, timeout=60))[PACKED]
+    packed = (await _values(broker, [PACKED], want=3, timeout=60))[PACKED]  # the birth says 0, then packs
     assert packed and packed[-1]["value"] > 0 and packed[-1]["quality"] == "GOOD", log_path.read_text()[-2000:]
 
     # 2. -> historian: the same values are in the SQL history file the demo keeps.
