@@ -14,8 +14,10 @@
   `<camera device path>/cv/events`, where the device path is what the hub's UNS mirror uses for that camera
   (`UnsMapper.device_path`, so `uns.mappings` apply the same way); QoS 1, not retained. An event with an image
   gets a snapshot: faces blurred (edge_cv/faces.py), JPEG-encoded, stored in the `SnapshotStore` and published
-  as bytes on `<camera device path>/cv/snapshots/<event id>`, so a hub on another machine keeps a copy under the
-  same reference the event's `snapshot` field names. The reference is known before the picture is made, so the
+  as bytes on `plantbus/cv/snapshots/<camera device path>/<event id>`, so a hub on another machine keeps a copy
+  under the same reference the event's `snapshot` field names. The bytes stay outside the unified namespace (next
+  to the hub's `plantbus/status`): the UNS carries plain JSON only, for SCADA subscribing to `uns/#` or an ISA-95
+  root. The reference is known before the picture is made, so the
   event goes out at once and its picture follows (the face search takes seconds per frame on a small CPU);
   consumers must accept either order (plugins/cv_events.py and the console do).
 * a durable outbox for those messages (hub/sparkplug/outbox.py, one row per MQTT message: topic + bytes): every
@@ -56,7 +58,7 @@ from hub.sparkplug.edge import EdgeNode
 from hub.sparkplug.outbox import Outbox
 from hub.sparkplug.payload import DataType
 from hub.sparkplug.topic import validate_id
-from hub.uns_paths import UnsMapper, UnsPath
+from hub.uns_paths import UnsMapper, UnsPath, snapshot_topic
 
 if TYPE_CHECKING:
     from edge_cv.faces import FaceBlurrer
@@ -67,7 +69,6 @@ T = TypeVar("T")
 
 CV_LEVEL = "cv"
 EVENTS_LEVEL = "events"
-SNAPSHOTS_LEVEL = "snapshots"
 KIND_METRIC = "kind"
 CAMERA_KIND = "camera"
 
@@ -98,8 +99,8 @@ def events_path(mapper: UnsMapper, group: str, edge_node: str, camera: str) -> U
 
 
 def snapshot_path(mapper: UnsMapper, group: str, edge_node: str, camera: str, event_id: str) -> UnsPath:
-    """The UNS path a snapshot's JPEG bytes are published on: `<camera device path>/cv/snapshots/<event id>`."""
-    return mapper.device_path(group, edge_node, camera).child(CV_LEVEL, SNAPSHOTS_LEVEL, safe_name(event_id))
+    """Where a snapshot's JPEG bytes go, outside the UNS: `plantbus/cv/snapshots/<camera device path>/<event id>`."""
+    return snapshot_topic(mapper.device_path(group, edge_node, camera), safe_name(event_id))
 
 
 def encode_snapshot(

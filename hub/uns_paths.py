@@ -90,3 +90,21 @@ class UnsMapper:
 
     def _metric_path(self, group: str, edge_node: str, device: str | None, metric: str) -> str:
         return str(self.device_path(group, edge_node, device).child(metric))
+
+
+# CV snapshot JPEGs: bytes, so outside the UNS tree (which carries JSON only), next to the hub's plantbus/status.
+SNAPSHOTS_ROOT = UnsPath(("plantbus", "cv", "snapshots"))
+
+
+def snapshot_topic(device_path: UnsPath, event_id: str) -> UnsPath:
+    """Where the JPEG of an event is published: `plantbus/cv/snapshots/<camera device path>/<event id>`."""
+    return SNAPSHOTS_ROOT.child(*device_path.levels, event_id)
+
+
+def parse_snapshot_topic(topic: str) -> tuple[str, str] | None:
+    """(camera device path, event id) of a snapshot topic; None for a topic outside `plantbus/cv/snapshots`."""
+    root = f"{SNAPSHOTS_ROOT}/"
+    if not topic.startswith(root):
+        return None
+    device_path, _, event_id = topic[len(root):].rpartition("/")
+    return (device_path, event_id) if device_path and event_id else None

@@ -1,8 +1,10 @@
 """Built-in plugin: camera events from the broker into the relational store, the hub's snapshot folder and the bus.
 
 The CV edge processes (edge_cv/publisher.py) publish each event as JSON on `<camera device path>/cv/events` and its
-snapshot JPEG on `<camera device path>/cv/snapshots/<event id>`, where the device path is the one the UNS mirror
-gives that camera (`uns.prefix` or `uns.mappings`). This plugin
+snapshot JPEG on `plantbus/cv/snapshots/<camera device path>/<event id>`, where the device path is the one the UNS
+mirror gives that camera (`uns.prefix` or `uns.mappings`). The pictures live outside the unified namespace, next to
+the hub's `plantbus/status`, because the UNS carries plain JSON only: SCADA (Ignition, Node-RED) subscribing to
+`uns/#` or an ISA-95 root never receives JPEG bytes. This plugin
 
 * subscribes to exactly those topics (QoS 1, a persistent broker session, so events published while the hub is
   down wait on the broker), through a subscription of its own: the primary host's connection only takes
@@ -50,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.events import Event, Severity
 from hub.plugins import hookimpl
+from hub.uns_paths import SNAPSHOTS_ROOT, parse_snapshot_topic
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -67,7 +70,7 @@ NAME = "cv_events"
 EVENT_KIND = "cv_detection"
 SOURCE = "edge_cv"
 EVENTS_SUFFIX = "/cv/events"
-SNAPSHOTS_LEVEL = "/cv/snapshots/"
+# Outside the UNS (plain JSON only), next to the hub's `plantbus/status`; the edge publisher builds its topics from it.
 _SEVERITIES = {s.name.lower(): s for s in Severity}
 
 
@@ -105,9 +108,9 @@ def subscription_filters(uns: UnsConfig) -> tuple[list[str], list[str]]:
     for template in templates:
         # A level with a placeholder matches any one level; filters are spelt here because UnsPath refuses '+'.
         base = "/".join("+" if "{" in level else level for level in template.split("/"))
-        for out, suffix in ((events, EVENTS_SUFFIX), (snapshots, SNAPSHOTS_LEVEL + "+")):
-            if base + suffix not in out:
-                out.append(base + suffix)
+        for out, topic_filter in ((events, base + EVENTS_SUFFIX), (snapshots, f"{SNAPSHOTS_ROOT}/{base}/+")):
+            if topic_filter not in out:
+                out.append(topic_filter)
     return events, snapshots
 
 
@@ -246,11 +249,12 @@ class Plugin:
             raw = message.payload
             payload = bytes(raw) if isinstance(raw, (bytes, bytearray)) else str(raw or "").encode()
             try:
-                if topic.endswith(EVENTS_SUFFIX):
+                # The snapshot root first: a camera device path may itself end in `cv` and an event id be `events`.
+                snapshot = parse_snapshot_topic(topic)
+                if snapshot is not None:
+                    await self.handle_snapshot(*snapshot, payload)
+                elif topic.endswith(EVENTS_SUFFIX):
                     await self.handle_event(topic[: -len(EVENTS_SUFFIX)], payload)
-                elif SNAPSHOTS_LEVEL in topic:
-                    device_path, _, event_id = topic.rpartition(SNAPSHOTS_LEVEL)
-                    await self.handle_snapshot(device_path, event_id, payload)
             except Exception:  # noqa: BLE001 - one message must never end the subscription
                 log.exception("cv_events: failed to handle a message on %s", topic)
 
@@ -290,7 +294,7 @@ class Plugin:
         self.counters["forwarded"] += 1
 
     async def handle_snapshot(self, device_path: str, event_id: str, payload: bytes) -> None:
-        """One `<device path>/cv/snapshots/<id>` message: store it under its event's reference, or hold it."""
+        """One `plantbus/cv/snapshots/<device path>/<id>` message: store it under its event's reference, or hold it."""
         key = (device_path, event_id)
         reference = self._expected.pop(key, None)
         if reference is not None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import time
 
+import aiomqtt
+
+from hub import uns_paths
 from hub.config import UnsConfig
+from hub.uns_paths import UnsPath
 from ui.i18n import LANGUAGES, STRINGS, translator
 from ui.pages.uns_browser import tree_nodes
 from ui.uns_client import TagStore, subscription_filters
@@ -69,18 +73,37 @@ def test_store_routes_status_diagnostics_and_skips_historical_values() -> None:
     assert store.tags == {} and store.children("")[1] == 0
 
 
-def test_camera_events_and_snapshot_bytes_are_neither_tags_nor_malformed() -> None:
+def test_camera_events_are_not_tags_and_bytes_on_the_uns_are_still_malformed() -> None:
     store = TagStore()
     store.update("uns/plant1/cv-oatbar/verifier/cv/events", json.dumps({"id": "e1", "kind": "spill", "time": 1}))
-    store.update("uns/plant1/cv-oatbar/verifier/cv/snapshots/e1", b"\xff\xd8\xff\xe0 JPEG bytes")
     store.update("uns/plant1/cv-oatbar/verifier/fps", doc(9.5, "GOOD"))
     assert list(store.tags) == ["uns/plant1/cv-oatbar/verifier/fps"] and store.malformed == 0
+    # Snapshots no longer live under the UNS: JPEG bytes there are a malformed message like any other non-JSON.
+    store.update("uns/plant1/cv-oatbar/verifier/cv/snapshots/e1", b"\xff\xd8\xff\xe0 JPEG bytes")
+    assert list(store.tags) == ["uns/plant1/cv-oatbar/verifier/fps"] and store.malformed == 1
 
 
 def test_subscription_covers_prefix_mapping_roots_and_status_topic() -> None:
     uns = UnsConfig.model_validate({"mappings": [
         {"group": "plant1", "path": "zdorovo/plant1/packaging/{edge_node}/{device}"}]})
     assert subscription_filters(uns) == ["uns/#", "zdorovo/#", "plantbus/status"]
+
+
+def test_the_consoles_subscription_receives_no_camera_snapshots() -> None:
+    uns = UnsConfig.model_validate({"mappings": [
+        {"group": "plant1", "path": "zdorovo/plant1/packaging/{edge_node}/{device}"}]})
+    filters = subscription_filters(uns)
+    for device in ("uns/plant1/cv-oatbar/verifier", "zdorovo/plant1/packaging/cv-oatbar/verifier"):
+        snapshot = str(uns_paths.snapshot_topic(UnsPath.parse(device), "e1"))
+        assert not [f for f in filters if aiomqtt.Topic(snapshot).matches(f)], snapshot
+        assert [f for f in filters if aiomqtt.Topic(f"{device}/fps").matches(f)]  # the filters are not just empty
+
+
+def test_snapshot_bytes_reaching_the_store_through_a_root_named_plantbus_are_ignored() -> None:
+    # A UNS root named `plantbus` makes the console's `plantbus/#` cover the snapshots: skipped, not malformed.
+    store = TagStore()
+    store.update("plantbus/cv/snapshots/plantbus/plant1/cv-oatbar/verifier/e1", b"\xff\xd8\xff\xe0 JPEG bytes")
+    assert store.tags == {} and store.malformed == 0
 
 
 def test_every_console_string_exists_in_english_and_russian() -> None:

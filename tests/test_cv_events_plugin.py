@@ -18,15 +18,17 @@ from _db_support import database, database_url, postgres  # noqa: F401 - fixture
 from edge_cv.publisher import CvPublisher
 from edge_cv.snapshots import SnapshotStore, reference_for
 from edge_cv.types import CvEvent, RuleResult
+from hub import uns_paths
 from hub.app import Hub
 from hub.db import Database
 from hub.events import Event, Severity
 from hub.models import Camera, CvEvent as CvEventRow, Line, Zone
 from hub.mqtt import BrokerUrl
 from hub.plugins import DEFAULT_PLUGINS
+from hub.uns_paths import UnsPath
 from plugin_support import Recorder, config
 from plugins import cv_events
-from sparkplug_fakes import running, wait_until
+from sparkplug_fakes import Watcher, running, wait_until
 from test_cv_publisher import from_thread
 
 NODE = "cv-oatbar"
@@ -99,7 +101,20 @@ def test_cv_events_is_a_default_plugin_and_its_filters_follow_the_uns_mappings()
         {"group": "plant1", "path": "zdorovo/plant1/line-{device}"}]})
     events, snapshots = cv_events.subscription_filters(uns)
     assert events == ["zdorovo/plant1/packaging/+/+/cv/events", "zdorovo/plant1/+/cv/events", "uns/+/+/+/cv/events"]
-    assert snapshots == [f.replace("/cv/events", "/cv/snapshots/+") for f in events]
+    # The pictures are outside the UNS: the camera's device path below the hub's `plantbus/cv/snapshots`.
+    assert snapshots == ["plantbus/cv/snapshots/zdorovo/plant1/packaging/+/+/+",
+                         "plantbus/cv/snapshots/zdorovo/plant1/+/+", "plantbus/cv/snapshots/uns/+/+/+/+"]
+
+
+def test_snapshot_topics_carry_the_camera_device_path_and_the_event_id_back():
+    device = UnsPath.parse("zdorovo/plant1/packaging/cv-oatbar/verifier")
+    topic = str(uns_paths.snapshot_topic(device, "e1"))
+    assert topic == "plantbus/cv/snapshots/zdorovo/plant1/packaging/cv-oatbar/verifier/e1"
+    assert uns_paths.parse_snapshot_topic(topic) == (str(device), "e1")
+    # A device path ending in `cv` and an event id `events` is still a snapshot, not an event stream.
+    assert uns_paths.parse_snapshot_topic("plantbus/cv/snapshots/uns/p/n/cv/events") == ("uns/p/n/cv", "events")
+    for outside in ("uns/p/n/cam/cv/snapshots/e1", "plantbus/cv/snapshots/e1", "plantbus/status"):
+        assert uns_paths.parse_snapshot_topic(outside) is None
 
 
 async def test_events_become_one_row_each_with_the_snapshot_in_the_hubs_folder_and_go_onto_the_bus(
@@ -116,6 +131,8 @@ async def test_events_become_one_row_each_with_the_snapshot_in_the_hubs_folder_a
     counted = CvEvent("verifier", "packed", "crossed", now_ms() + 1, label="bar", score=1.7)  # no zone, no image
     pub = CvPublisher(NODE, broker=broker.url, state_dir=tmp_path / "edge", group=group_id, cameras=["verifier"],
                       blur_faces=False, primary_host_id="plant")
+    # What SCADA subscribed to the whole UNS gets: it must be plain JSON, never the snapshot's bytes.
+    scada = await Watcher(BrokerUrl.parse(broker.url), "scada").start("uns/#")
     async with running(hub):
         plugin = await started(hub)
         await pub.start()
@@ -127,6 +144,10 @@ async def test_events_become_one_row_each_with_the_snapshot_in_the_hubs_folder_a
             await pub.stop()
         edge_ref = reference_for("verifier", seen.id, seen.time_ms)
         await wait_until(lambda: plugin.counters["snapshots_saved"] == 1, 5, "the snapshot copy")
+        await scada.stop()
+        on_uns = [m for m in scada.messages if m.payload]
+        assert {m.topic for m in on_uns} >= {f"{device_path}/cv/events", f"{device_path}/kind"}
+        assert all(isinstance(json.loads(m.payload), dict) for m in on_uns)
 
         # The edge resends (a lost PUBACK): the same messages again are neither forwarded nor stored twice.
         payload = json.dumps({**seen.to_json(), "snapshot": edge_ref, "group": group_id, "edge_node": NODE}).encode()
@@ -138,7 +159,7 @@ async def test_events_become_one_row_each_with_the_snapshot_in_the_hubs_folder_a
         # edge sends events first, but a broker need not keep order across topics).
         stranger = {**seen.to_json(), "id": "stranger1", "camera": "cam-x", "zone": None,
                     "snapshot": reference_for("cam-x", "stranger1", seen.time_ms)}
-        await raw_publish(broker.url, f"uns/{group_id}/{NODE}/cam-x/cv/snapshots/stranger1", jpeg(2))
+        await raw_publish(broker.url, f"plantbus/cv/snapshots/uns/{group_id}/{NODE}/cam-x/stranger1", jpeg(2))
         await raw_publish(broker.url, f"uns/{group_id}/{NODE}/cam-x/cv/events", json.dumps(stranger).encode())
         await wait_until(lambda: plugin.counters["stored"] == 3 and plugin.counters["snapshots_saved"] == 2, 5,
                          "the stranger's row and snapshot")

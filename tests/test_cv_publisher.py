@@ -225,10 +225,13 @@ async def test_each_camera_is_a_device_with_health_and_rule_metrics_that_dies_wi
         assert host.current(f"{path}/fps").value == 9.5 and host.current(f"{path}/FPS") is None
 
 
-async def test_events_arrive_as_json_on_the_mirrors_camera_path_with_a_face_blurred_jpeg(broker, group_id, tmp_path):
+async def test_events_arrive_as_json_on_the_mirrors_camera_path_with_a_face_blurred_jpeg_outside_the_uns(
+    broker, group_id, tmp_path
+):
     uns = {"mappings": [{"group": group_id, "path": "zdorovo/plant1/{edge_node}/{device}"}]}
     hub = Hub(config(tmp_path, broker.url, uns=uns), plugins=[])
-    watcher = await Watcher(BrokerUrl.parse(broker.url), "watch").start("zdorovo/#")
+    # One subscriber as SCADA sees the plant (the mapped ISA-95 root), one on the hub's snapshot topics.
+    watcher = await Watcher(BrokerUrl.parse(broker.url), "watch").start("zdorovo/#", "plantbus/cv/snapshots/#")
     image = astronaut_bgr()
     faces = haar_faces(image)
     assert faces, "the cascade must see the astronaut's face in the original, or the check below proves nothing"
@@ -242,7 +245,7 @@ async def test_events_arrive_as_json_on_the_mirrors_camera_path_with_a_face_blur
         device_path = status.topic.rpartition("/")[0]  # where the hub's mirror put the camera
         from_thread(pub.publish, "verifier", RuleResult(events=[event]), "ppe")
         message = await watcher.wait_for(f"{device_path}/cv/events")
-        snap = await watcher.wait_for(f"{device_path}/cv/snapshots/{event.id}")
+        snap = await watcher.wait_for(f"plantbus/cv/snapshots/{device_path}/{event.id}")
         assert pub.events_topic("verifier") == f"{device_path}/cv/events"
         await wait_until(lambda: (s := hub.host.current(f"{device_path}/violations")) and s.value == 1, 5,
                          "the violation counter")
@@ -268,13 +271,18 @@ async def test_events_arrive_as_json_on_the_mirrors_camera_path_with_a_face_blur
     assert sharpness(jpeg, face) < sharpness(image, face) / 5
     rocket = (380, 400, 100, 100)  # away from the face: only JPEG's own loss
     assert sharpness(jpeg, rocket) > sharpness(image, rocket) / 2
+    # The ISA-95 tree carried plain JSON only: the picture never appeared under it.
+    under_root = [m for m in watcher.messages if m.topic.startswith("zdorovo/")]
+    assert message in under_root
+    assert all(json.loads(m.payload) is not None for m in under_root if m.payload)
 
 
 async def test_events_produced_while_the_broker_is_down_are_delivered_when_it_is_back(group_id, tmp_path):
     with persistent_broker(tmp_path) as broker:
         mapper = UnsMapper(UnsConfig())
         topic = str(mapper.device_path(group_id, NODE, "verifier").child("cv", "events"))
-        async with Inbox(broker, f"uns/{group_id}/+/+/cv/#", persistent=True) as inbox:
+        async with Inbox(broker, f"uns/{group_id}/+/+/cv/#", f"plantbus/cv/snapshots/uns/{group_id}/+/+/+",
+                         persistent=True) as inbox:
             async with publisher(broker, tmp_path / "edge", group_id, cameras=["verifier"], blur_faces=False) as pub:
                 first = CvEvent("verifier", "sanitation", "spill", now_ms(), image=astronaut_bgr()[:64, :64])
                 from_thread(pub.publish, "verifier", RuleResult(events=[first]), "floor")
@@ -305,7 +313,9 @@ async def test_events_produced_while_the_broker_is_down_are_delivered_when_it_is
         ids = [e["id"] for e in inbox.events()]
         assert ids == [first.id] + [e.id for e in outage] + [late.id]  # each once, in order
         assert {m[0] for m in inbox.on("/cv/events")} == {topic}
-        snapshots = [m for m in inbox.messages if "/cv/snapshots/" in m[0]]
-        assert [m[0].rpartition("/")[2] for m in snapshots] == [first.id, late.id]
+        snapshots = [m for m in inbox.messages if m[0].startswith("plantbus/cv/snapshots/")]
+        assert [m[0] for m in snapshots] == [f"plantbus/cv/snapshots/{topic.removesuffix('/cv/events')}/{e.id}"
+                                             for e in (first, late)]
+        assert [m for m in inbox.messages if m[0].startswith("uns/")] == inbox.on("/cv/events")  # JSON only there
         assert all(m[1].startswith(b"\xff\xd8") for m in snapshots)
         assert inbox.events()[-1]["snapshot"] == reference_for("verifier", late.id, late.time_ms)

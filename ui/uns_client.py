@@ -1,7 +1,9 @@
 """The console's view of the unified namespace: its own MQTT subscription and an in-memory tag store.
 
 The console never polls: `UnsClient` subscribes to the UNS roots (`uns/#`, the first level of every
-`uns.mappings` path, the hub's status topic) and feeds each retained/live JSON message into `TagStore`.
+`uns.mappings` path, the hub's status topic) and feeds each retained/live JSON message into `TagStore`. Camera
+snapshots (JPEG bytes) are published outside the UNS, on `plantbus/cv/snapshots/...`, so these filters do not
+receive them; the Cameras page reads the pictures from the hub's snapshot folder.
 The store keeps the latest document per topic, a tree index (children per prefix, built once per new
 topic) and a version counter; pages redraw at most a few times a second when the version moved, and only
 what is on screen (one tree level per expanded node, one page of table rows).
@@ -22,12 +24,14 @@ import aiomqtt
 from hub.config import UnsConfig
 from hub.mirror import STATUS_LEVEL
 from hub.mqtt import BrokerUrl, make_client
+from hub.uns_paths import SNAPSHOTS_ROOT
 
 log = logging.getLogger(__name__)
 
 
 CV_EVENTS_SUFFIX = "/cv/events"
-CV_SNAPSHOTS_LEVEL = "/cv/snapshots/"
+CV_SNAPSHOTS_PREFIX = f"{SNAPSHOTS_ROOT}/"
+
 
 @dataclass(slots=True)
 class Tag:
@@ -85,8 +89,10 @@ class TagStore:
         """Take one message from the broker (mirror JSON, a `_status` document or the hub's diagnostics)."""
         self.messages += 1
         now = received_ms if received_ms is not None else int(time.time() * 1000)
-        if topic.endswith(CV_EVENTS_SUFFIX) or CV_SNAPSHOTS_LEVEL in topic:
-            return  # camera events and their pictures are not tags; the Cameras page shows them
+        if topic.endswith(CV_EVENTS_SUFFIX):
+            return  # camera events are not tags; the Cameras page shows them
+        if topic.startswith(CV_SNAPSHOTS_PREFIX):
+            return  # only reached when a UNS root is named `plantbus` too: JPEG bytes, not a tag
         if not payload:
             self._forget(topic)  # an empty retained message clears the topic on the broker
             return
