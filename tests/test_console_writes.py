@@ -216,9 +216,10 @@ async def trend_after_changes(broker: LocalMosquitto, base: str, driver, tmp_pat
                               expected: list[float], timeout: float) -> None:
     async with Line(broker, tmp_path / "edge") as line:
         for value in (11.0, 12.5, 14.0):
-            await line.node.update(DEVICE, {METRIC: value})
-            # Distinct milliseconds: within one ms only the newest reading is history (test_historian_sql).
+            # Distinct milliseconds (the birth's 10.0 included): within one ms only the newest reading is history
+            # (test_historian_sql).
             await asyncio.sleep(0.005)
+            await line.node.update(DEVICE, {METRIC: value})
         await ui(open_tag, driver, base)
         await wait_ui(lambda: detail_value(driver) == "14.0", what="the last value in the details card")
         # The historian stores asynchronously (outbox): reopen the card until the chart holds the values.
