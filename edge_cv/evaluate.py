@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -348,6 +348,13 @@ class DetectionScore:
     def recall(self) -> float | None:
         return _ratio(self.found, self.positives)
 
+    def judge(self, judged: Sequence[int], flagged: set[int], seed: int, missed: str) -> None:
+        """Recall over the truly bad objects in clear view (`judged`): which of them raised an event; each one
+        missed is noted as `seed <seed>: <missed with {id}>`."""
+        self.positives = len(judged)
+        self.found = sum(1 for oid in judged if oid in flagged)
+        self.notes += [f"seed {seed}: " + missed.format(id=oid) for oid in judged if oid not in flagged]
+
     def add(self, other: DetectionScore) -> None:
         self.scenes += other.scenes
         self.true_positives += other.true_positives
@@ -469,21 +476,24 @@ def score_quality_run(run: SceneRun, rule: str = "looks") -> DetectionScore:
         _flag(score, flagged, pid, pid is not None and defective[pid], f"seed {run.spec.seed} frame {index}",
               "nothing" if pid is None else f"intact product {pid}")  # fmt: skip
     judged = [pid for pid, n in inspected.items() if n >= MIN_JUDGED_FRAMES and defective[pid]]
-    score.positives = len(judged)
-    score.found = sum(1 for pid in judged if pid in flagged)
-    for pid in judged:
-        if pid not in flagged:
-            score.notes.append(f"seed {run.spec.seed}: defective product {pid} raised no defect event")
+    score.judge(judged, flagged, run.spec.seed, "defective product {id} raised no defect event")
     return score
+
+
+def _evaluate_events(
+    pipeline: Pipeline, scorer: Callable[[SceneRun], DetectionScore], seeds: Sequence[int]
+) -> DetectionScore:
+    """Run the pipeline's reference camera over the held-out scene of each seed and add up the scores."""
+    total = DetectionScore(pipeline)
+    for seed in check_held_out(seeds):
+        spec = scene_spec(pipeline, seed)
+        total.add(scorer(run_scene(reference_camera(pipeline, spec), spec)))
+    return total
 
 
 def evaluate_quality(seeds: Sequence[int]) -> DetectionScore:
     """Defect-event precision and recall of the quality reference camera over held-out scenes."""
-    total = DetectionScore("quality")
-    for seed in check_held_out(seeds):
-        spec = scene_spec("quality", seed)
-        total.add(score_quality_run(run_scene(reference_camera("quality", spec), spec)))
-    return total
+    return _evaluate_events("quality", score_quality_run, seeds)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -524,21 +534,13 @@ def score_ppe_run(run: SceneRun, rule: str = "people", attribute: str = "mask") 
         _flag(score, flagged, pid, pid is not None and not masked[pid], f"seed {run.spec.seed} frame {index}",
               "nothing" if pid is None else f"masked person {pid}")  # fmt: skip
     judged = [pid for pid, n in clear.items() if n >= MIN_JUDGED_FRAMES and not masked[pid]]
-    score.positives = len(judged)
-    score.found = sum(1 for pid in judged if pid in flagged)
-    for pid in judged:
-        if pid not in flagged:
-            score.notes.append(f"seed {run.spec.seed}: person {pid} without a mask raised no violation")
+    score.judge(judged, flagged, run.spec.seed, "person {id} without a mask raised no violation")
     return score
 
 
 def evaluate_personnel(seeds: Sequence[int]) -> DetectionScore:
     """Mask-violation precision and recall of the personnel reference camera over held-out scenes."""
-    total = DetectionScore("personnel")
-    for seed in check_held_out(seeds):
-        spec = scene_spec("personnel", seed)
-        total.add(score_ppe_run(run_scene(reference_camera("personnel", spec), spec)))
-    return total
+    return _evaluate_events("personnel", score_ppe_run, seeds)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -580,11 +582,7 @@ def score_spill_run(run: SceneRun, rule: str = "hygiene") -> DetectionScore:
 def evaluate_sanitation(seeds: Sequence[int]) -> DetectionScore:
     """Spill precision and recall of the sanitation reference camera over held-out scenes (every other one
     without a spill)."""
-    total = DetectionScore("sanitation")
-    for seed in check_held_out(seeds):
-        spec = scene_spec("sanitation", seed)
-        total.add(score_spill_run(run_scene(reference_camera("sanitation", spec), spec)))
-    return total
+    return _evaluate_events("sanitation", score_spill_run, seeds)
 
 
 # ---------------------------------------------------------------------------------------------------------------
