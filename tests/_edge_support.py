@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 
@@ -55,23 +56,20 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: s
         await asyncio.sleep(0.01)
 
 
-class Observer:
-    """A plain aiomqtt subscriber that records every Sparkplug message; rejoins the broker after a restart.
+class Subscriber(abc.ABC):
+    """A plain aiomqtt subscriber at QoS 1 that hands every message to `_record` and rejoins the broker after a
+    restart. With `persistent=True` it keeps a broker-side session (clean_session false), so what is published
+    while it reconnects waits for it on the broker."""
 
-    With `persistent=True` it keeps a broker-side session (clean_session false, QoS 1): a broker that
-    persists sessions and queues QoS 0 messages then hands over what was published while it reconnected.
-    """
-
-    def __init__(self, broker: LocalMosquitto, topic: str = ALL_TOPICS, *, persistent: bool = False) -> None:
+    def __init__(self, broker: LocalMosquitto, *filters: str, persistent: bool = False) -> None:
         self.url = BrokerUrl.parse(broker.url)
-        self.topic = topic
+        self.filters = filters
         self.persistent = persistent
-        self.messages: list[Seen] = []
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._id = f"observer-{id(self)}"
+        self._id = f"{type(self).__name__.lower()}-{id(self)}"
 
-    async def __aenter__(self) -> Observer:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.get_running_loop().create_task(self._run())
         await asyncio.wait_for(self.connected.wait(), 5)
         return self
@@ -84,15 +82,26 @@ class Observer:
     async def _run(self) -> None:
         while True:
             try:
-                client = make_client(self.url, self._id, clean_session=not self.persistent)
-                async with client:
-                    await client.subscribe(self.topic, qos=1)
+                async with make_client(self.url, self._id, clean_session=not self.persistent) as client:
+                    await client.subscribe([(f, 1) for f in self.filters])
                     self.connected.set()
                     async for message in client.messages:
                         self._record(message)
             except aiomqtt.MqttError:
                 self.connected.clear()
                 await asyncio.sleep(0.02)
+
+    @abc.abstractmethod
+    def _record(self, message: aiomqtt.Message) -> None:
+        """Keep one received message."""
+
+
+class Observer(Subscriber):
+    """Records every Sparkplug message, decoded; see `Subscriber` for reconnects and `persistent`."""
+
+    def __init__(self, broker: LocalMosquitto, topic: str = ALL_TOPICS, *, persistent: bool = False) -> None:
+        super().__init__(broker, topic, persistent=persistent)
+        self.messages: list[Seen] = []
 
     def _record(self, message: aiomqtt.Message) -> None:
         raw = bytes(message.payload) if isinstance(message.payload, (bytes, bytearray)) else b""

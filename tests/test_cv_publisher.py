@@ -5,7 +5,6 @@ Plus the snapshot store it writes to (retention, references that cannot escape t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -18,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from _edge_support import persistent_broker
+from _edge_support import Subscriber, persistent_broker
 from edge_cv.publisher import CvPublisher
 from edge_cv.snapshots import SnapshotError, SnapshotStore, reference_for, safe_name
 from edge_cv.types import CvEvent, RuleResult
@@ -26,7 +25,7 @@ from hub.app import Hub
 from hub.broker import LocalMosquitto
 from hub.config import UnsConfig
 from hub.events import Severity
-from hub.mqtt import BrokerUrl, make_client
+from hub.mqtt import BrokerUrl
 from hub.uns_paths import UnsMapper
 from plugin_support import config
 from sparkplug_fakes import Watcher, running, wait_until
@@ -65,40 +64,15 @@ def sharpness(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-class Inbox:
-    """A plain MQTT subscriber that keeps (topic, payload, qos, retain) and rejoins after a broker restart.
-
-    `persistent`: a broker-side session, so what is published while it reconnects waits for it."""
+class Inbox(Subscriber):
+    """Keeps (topic, payload, qos, retain) of every message; see `Subscriber` for reconnects and `persistent`."""
 
     def __init__(self, broker: LocalMosquitto, *filters: str, persistent: bool = False) -> None:
-        self.url = BrokerUrl.parse(broker.url)
-        self.filters = filters
-        self.persistent = persistent
+        super().__init__(broker, *filters, persistent=persistent)
         self.messages: list[tuple[str, bytes, int, bool]] = []
-        self.connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Inbox:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self.connected.wait(), 5)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with make_client(self.url, f"inbox-{id(self)}", clean_session=not self.persistent) as client:
-                    await client.subscribe([(f, 1) for f in self.filters])
-                    self.connected.set()
-                    async for m in client.messages:
-                        self.messages.append((m.topic.value, bytes(m.payload), m.qos, m.retain))
-            except aiomqtt.MqttError:
-                self.connected.clear()
-                await asyncio.sleep(0.05)
+    def _record(self, m: aiomqtt.Message) -> None:
+        self.messages.append((m.topic.value, bytes(m.payload), m.qos, m.retain))
 
     def on(self, suffix: str) -> list[tuple[str, bytes, int, bool]]:
         return [m for m in self.messages if m[0].endswith(suffix)]
